@@ -1,0 +1,106 @@
+#pragma once
+// The CPU backend: the tag `Cpu`, its memory traits, and the per-thread context that holds the
+// oneDNN engine, stream and a cache of primitives keyed by shape (primitives are created once per
+// distinct problem, never per call).
+
+#include <lnformer/core/error.hpp>
+#include <lnformer/core/tensor.hpp>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace lnformer {
+
+namespace cpu {
+/// Backend tag: host memory, oneDNN for GEMMs and element-wise primitives, OpenMP loops elsewhere.
+struct Cpu {
+  static constexpr std::string_view name = "cpu";
+};
+}  // namespace cpu
+using cpu::Cpu;
+
+template <>
+struct BackendTraits<Cpu> {
+  static constexpr bool host_accessible = true;
+  static constexpr std::string_view name = "cpu";
+  static constexpr std::size_t alignment = 64;  // one cache line, one AVX-512 vector
+
+  static void* allocate(std::size_t bytes) {
+    std::size_t const rounded = (bytes + alignment - 1) / alignment * alignment;
+    void* p = std::aligned_alloc(alignment, rounded);
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+  static void deallocate(void* p) noexcept { std::free(p); }
+  static void copy(void* dst, void const* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+  static void to_host(void* dst, void const* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+  static void from_host(void* dst, void const* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+  static void fill_zero(void* dst, std::size_t bytes) { std::memset(dst, 0, bytes); }
+};
+
+}  // namespace lnformer
+
+/// Run a oneDNN call; a dnnl::error becomes an lnformer::BackendError naming the call and status.
+#define LNF_DNNL_CHECK(...)                                                                     \
+  do {                                                                                          \
+    try {                                                                                       \
+      __VA_ARGS__;                                                                              \
+    } catch (dnnl::error const& e) {                                                            \
+      throw ::lnformer::BackendError(fmt::format("oneDNN call `{}` failed: {} (status {}) at {}", \
+                                                 #__VA_ARGS__, e.what(), static_cast<int>(e.status), \
+                                                 ::lnformer::detail::where(std::source_location::current()))); \
+    }                                                                                           \
+  } while (false)
+
+namespace lnformer::cpu {
+
+namespace detail {
+struct CacheEntryBase {
+  virtual ~CacheEntryBase() = default;
+};
+}  // namespace detail
+
+/// Per-thread oneDNN state. `context()` returns this thread's instance, created on first use.
+class Context {
+ public:
+  Context() { LNF_DNNL_CHECK(engine_ = dnnl::engine(dnnl::engine::kind::cpu, 0); stream_ = dnnl::stream(engine_)); }
+  Context(Context const&) = delete;
+  Context& operator=(Context const&) = delete;
+
+  [[nodiscard]] dnnl::engine& engine() { return engine_; }
+  [[nodiscard]] dnnl::stream& stream() { return stream_; }
+
+  /// The cached entry of type E for `key`, built by `make()` the first time the key is seen.
+  /// E must derive from detail::CacheEntryBase; one key must always be used with one type.
+  template <class E, class Make>
+  E& cached(std::string const& key, Make&& make) {
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+      std::unique_ptr<detail::CacheEntryBase> e;
+      LNF_DNNL_CHECK(e = std::make_unique<E>(make()));
+      it = cache_.emplace(key, std::move(e)).first;
+    }
+    return static_cast<E&>(*it->second);
+  }
+  [[nodiscard]] std::size_t cached_primitives() const { return cache_.size(); }
+  void clear_cache() { cache_.clear(); }
+
+ private:
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::unordered_map<std::string, std::unique_ptr<detail::CacheEntryBase>> cache_;
+};
+
+inline Context& context() {
+  thread_local Context ctx;
+  return ctx;
+}
+
+}  // namespace lnformer::cpu
