@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-#include <source_location>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -40,14 +40,29 @@ class IoError : public Error {
   using Error::Error;
 };
 
+/// Where an error was raised. Our own type rather than std::source_location: clang 14 with
+/// libstdc++ 12 has no std::source_location, while __builtin_FILE/LINE/FUNCTION work in gcc and clang.
+struct SourceLocation {
+  char const* file = "";
+  std::uint_least32_t line_ = 0;
+  char const* function = "";
+  static constexpr SourceLocation current(char const* f = __builtin_FILE(), std::uint_least32_t l = __builtin_LINE(),
+                                          char const* fn = __builtin_FUNCTION()) {
+    return {f, l, fn};
+  }
+  [[nodiscard]] constexpr char const* file_name() const { return file; }
+  [[nodiscard]] constexpr std::uint_least32_t line() const { return line_; }
+  [[nodiscard]] constexpr char const* function_name() const { return function; }
+};
+
 namespace detail {
 
-inline std::string where(std::source_location loc) {
+inline std::string where(SourceLocation loc) {
   return fmt::format("{}:{} ({})", loc.file_name(), loc.line(), loc.function_name());
 }
 
 template <class E, class... Args>
-[[noreturn]] void raise(std::source_location loc, char const* cond, fmt::format_string<Args...> f,
+[[noreturn]] void raise(SourceLocation loc, char const* cond, fmt::format_string<Args...> f,
                         Args&&... args) {
   throw E(fmt::format("{} [check `{}` failed at {}]", fmt::format(f, std::forward<Args>(args)...),
                       cond, where(loc)));
@@ -61,6 +76,6 @@ template <class E, class... Args>
 #define LNF_EXPECTS_AS(E, cond, ...)                                                        \
   do {                                                                                      \
     if (!(cond)) [[unlikely]]                                                               \
-      ::lnformer::detail::raise<E>(std::source_location::current(), #cond, __VA_ARGS__);    \
+      ::lnformer::detail::raise<E>(::lnformer::SourceLocation::current(), #cond, __VA_ARGS__);    \
   } while (false)
 #define LNF_EXPECTS(cond, ...) LNF_EXPECTS_AS(::lnformer::ShapeError, cond, __VA_ARGS__)

@@ -70,6 +70,7 @@ class TensorView {
   [[nodiscard]] bool empty() const { return data_ == nullptr || numel() == 0; }
 
   [[nodiscard]] bool is_contiguous() const {
+    if (numel() == 0) return true;
     std::int64_t acc = 1;
     for (int i = rank() - 1; i >= 0; --i) {
       if (shape_[i] != 1 && strides_[i] != acc) return false;
@@ -142,7 +143,7 @@ class TensorView {
   }
 
   T* data_ = nullptr;
-  Shape shape_{};
+  Shape shape_{0};  // a default view is empty (0 elements), not a scalar
   Strides strides_{};
 };
 
@@ -176,12 +177,12 @@ class Tensor {
                 "{} host values for a tensor of shape {} ({} elements)", host.size(), shape, shape.numel());
     if (!host.empty()) BackendTraits<B>::from_host(data_, host.data(), host.size() * sizeof(T));
   }
-  Tensor(Tensor&& o) noexcept : data_(std::exchange(o.data_, nullptr)), shape_(std::exchange(o.shape_, {})) {}
+  Tensor(Tensor&& o) noexcept : data_(std::exchange(o.data_, nullptr)), shape_(std::exchange(o.shape_, Shape{0})) {}
   Tensor& operator=(Tensor&& o) noexcept {
     if (this != &o) {
       release();
       data_ = std::exchange(o.data_, nullptr);
-      shape_ = std::exchange(o.shape_, {});
+      shape_ = std::exchange(o.shape_, Shape{0});
     }
     return *this;
   }
@@ -230,7 +231,7 @@ class Tensor {
     data_ = nullptr;
   }
   T* data_ = nullptr;
-  Shape shape_{};
+  Shape shape_{0};  // a default tensor is empty (0 elements), not a scalar
 };
 
 }  // namespace lnformer

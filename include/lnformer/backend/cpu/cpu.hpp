@@ -4,6 +4,7 @@
 // distinct problem, never per call).
 
 #include <lnformer/core/error.hpp>
+#include <lnformer/backend/tag.hpp>
 #include <lnformer/core/tensor.hpp>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -20,7 +21,7 @@ namespace lnformer {
 
 namespace cpu {
 /// Backend tag: host memory, oneDNN for GEMMs and element-wise primitives, OpenMP loops elsewhere.
-struct Cpu {
+struct Cpu : ops::BackendTag {
   static constexpr std::string_view name = "cpu";
 };
 }  // namespace cpu
@@ -55,7 +56,7 @@ struct BackendTraits<Cpu> {
     } catch (dnnl::error const& e) {                                                            \
       throw ::lnformer::BackendError(fmt::format("oneDNN call `{}` failed: {} (status {}) at {}", \
                                                  #__VA_ARGS__, e.what(), static_cast<int>(e.status), \
-                                                 ::lnformer::detail::where(std::source_location::current()))); \
+                                                 ::lnformer::detail::where(::lnformer::SourceLocation::current()))); \
     }                                                                                           \
   } while (false)
 
@@ -83,9 +84,9 @@ class Context {
   E& cached(std::string const& key, Make&& make) {
     auto it = cache_.find(key);
     if (it == cache_.end()) {
-      std::unique_ptr<detail::CacheEntryBase> e;
-      LNF_DNNL_CHECK(e = std::make_unique<E>(make()));
-      it = cache_.emplace(key, std::move(e)).first;
+      std::unique_ptr<detail::CacheEntryBase> entry;
+      LNF_DNNL_CHECK(entry = std::make_unique<E>(make()));
+      it = cache_.emplace(key, std::move(entry)).first;
     }
     return static_cast<E&>(*it->second);
   }

@@ -2,6 +2,7 @@
 // The reference backend: plain loops over host memory, accumulating in double. Slow and obvious on
 // purpose; it is the oracle the tests compare every other backend against.
 
+#include <lnformer/backend/tag.hpp>
 #include <lnformer/core/tensor.hpp>
 
 #include <cstdlib>
@@ -12,7 +13,7 @@
 namespace lnformer {
 
 namespace reference {
-struct Reference {
+struct Reference : ops::BackendTag {
   static constexpr std::string_view name = "reference";
 };
 }  // namespace reference
