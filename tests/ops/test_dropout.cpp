@@ -1,0 +1,221 @@
+// Dropout with counter-based (Philox) masks: Cpu (tiled Philox blocks) against Reference
+// (key.uniform per element), mask reproducibility, statistics, gradients and errors.
+#include <lnformer/backend/cpu/dropout.hpp>
+#include <lnformer/backend/reference/dropout.hpp>
+
+#include "support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+using namespace lnformer;
+using namespace lnformer::test;
+
+namespace {
+
+std::vector<Shape> const kShapes = {Shape{1},    Shape{3},     Shape{17},   Shape{33},      Shape{257},
+                                    Shape{4099}, Shape{5, 17}, Shape{2, 3}, Shape{301, 257}};
+
+// Offsets that start a tensor at every Philox lane, and keys whose counter uses its high words.
+std::vector<RngKey> const kKeys = {
+    {1, 0, 0},
+    {1, 0, 1},
+    {1, 0, 2},
+    {1, 0, 3},
+    {7, 3, 4101},
+    {0x123456789abcdefull, 0xfedcba9876543210ull, (std::uint64_t{1} << 34) - 5},  // block index crosses 2^32
+};
+
+// Nonzero values so that a zero output always means "dropped".
+template <class B>
+Tensor<B> nonzero_tensor(Shape s, Rng& rng) {
+  auto t = random_tensor<B>(s, rng, 0.5f, 1.5f);
+  for (std::int64_t i = 0; i < t.numel(); ++i)
+    if (i % 2 == 1) t.data()[i] = -t.data()[i];
+  return t;
+}
+
+std::vector<bool> dropped(Tensor<Cpu> const& y) {
+  std::vector<bool> m(static_cast<std::size_t>(y.numel()));
+  for (std::int64_t i = 0; i < y.numel(); ++i) m[static_cast<std::size_t>(i)] = y.data()[i] == 0.f;
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("dropout: Cpu equals Reference and the definition key.uniform(i) < p, for every lane offset") {
+  Rng rng(21);
+  for (float p : {0.1f, 0.5f, 0.9f}) {
+    for (auto const& key : kKeys) {
+      for (auto const& s : kShapes) {
+        CAPTURE(p);
+        CAPTURE(key.offset);
+        CAPTURE(s.str());
+        auto const x = nonzero_tensor<Cpu>(s, rng);
+        auto const xr = to_backend<Reference>(x);
+        Tensor<Cpu> y(s);
+        Tensor<Reference> yr(s);
+        ops::dropout_forward(Cpu{}, y, x, p, key);
+        ops::dropout_forward(Reference{}, yr, xr, p, key);
+        check_close(y, yr, 1e-6, 0, "y");
+        std::int64_t wrong = 0;
+        for (std::int64_t i = 0; i < x.numel(); ++i) {
+          bool const drop = key.uniform(static_cast<std::uint64_t>(i)) < p;
+          wrong += (y.data()[i] == 0.f) != drop;
+          wrong += (yr.data()[i] == 0.f) != drop;
+        }
+        CHECK(wrong == 0);
+
+        auto const dy = nonzero_tensor<Cpu>(s, rng);
+        auto const dyr = to_backend<Reference>(dy);
+        Tensor<Cpu> dx(s);
+        Tensor<Reference> dxr(s);
+        ops::dropout_backward(Cpu{}, dx, dy, p, key);
+        ops::dropout_backward(Reference{}, dxr, dyr, p, key);
+        check_close(dx, dxr, 1e-6, 0, "dx");
+        CHECK(dropped(dx) == dropped(y));  // the backward regenerates the forward's mask
+      }
+    }
+  }
+}
+
+TEST_CASE("dropout: kept values are x / (1 - p); p = 0 copies") {
+  Rng rng(22);
+  Shape const s{1000, 37};
+  auto const x = nonzero_tensor<Cpu>(s, rng);
+  for (float p : {0.1f, 0.3f, 0.77f}) {
+    CAPTURE(p);
+    Tensor<Cpu> y(s);
+    ops::dropout_forward(Cpu{}, y, x, p, RngKey{5, 1, 0});
+    std::int64_t bad = 0;
+    for (std::int64_t i = 0; i < x.numel(); ++i) {
+      float const v = y.data()[i];
+      double const want = static_cast<double>(x.data()[i]) / (1.0 - p);
+      if (v != 0.f && std::abs(v - want) > 2e-7 * std::abs(want)) ++bad;
+    }
+    CHECK(bad == 0);
+  }
+  Tensor<Cpu> y(s);
+  ops::dropout_forward(Cpu{}, y, x, 0.f, RngKey{5, 1, 0});
+  check_close(y, x, 0, 0, "p = 0");
+  auto const xr = to_backend<Reference>(x);
+  Tensor<Reference> yr(s);
+  ops::dropout_forward(Reference{}, yr, xr, 0.f, RngKey{5, 1, 0});
+  check_close(yr, x, 0, 0, "reference p = 0");
+  Tensor<Cpu> dx(s);
+  ops::dropout_backward(Cpu{}, dx, x, 0.f, RngKey{5, 1, 0});
+  check_close(dx, x, 0, 0, "backward p = 0");
+}
+
+TEST_CASE("dropout: keep fraction is within 1% of 1 - p over 1e6 elements") {
+  Shape const s{1000, 1000};
+  Tensor<Cpu> x(s), y(s);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data()[i] = 1.f;
+  for (float p : {0.05f, 0.1f, 0.3f, 0.5f, 0.9f}) {
+    CAPTURE(p);
+    ops::dropout_forward(Cpu{}, y, x, p, RngKey{99, 4, 12345});
+    std::int64_t kept = 0;
+    for (std::int64_t i = 0; i < y.numel(); ++i) kept += y.data()[i] != 0.f;
+    double const frac = static_cast<double>(kept) / static_cast<double>(y.numel());
+    CHECK(std::abs(frac - (1.0 - p)) <= 0.01 * (1.0 - p));
+  }
+}
+
+TEST_CASE("dropout: same key gives the same mask; another stream, offset or seed another") {
+  Rng rng(23);
+  Shape const s{64, 129};
+  auto const x = nonzero_tensor<Cpu>(s, rng);
+  RngKey const key{3, 10, 256};
+  auto mask = [&](RngKey k) {
+    Tensor<Cpu> y(s);
+    ops::dropout_forward(Cpu{}, y, x, 0.5f, k);
+    return dropped(y);
+  };
+  auto const m = mask(key);
+  CHECK(mask(key) == m);
+  auto differ = [&](std::vector<bool> const& other) {
+    std::int64_t d = 0;
+    for (std::size_t i = 0; i < m.size(); ++i) d += m[i] != other[i];
+    return static_cast<double>(d) / static_cast<double>(m.size());
+  };
+  // Independent masks with p = 1/2 disagree on about half of the elements.
+  CHECK(differ(mask(RngKey{3, 11, 256})) > 0.4);
+  CHECK(differ(mask(RngKey{3, 10, 256 + static_cast<std::uint64_t>(x.numel())})) > 0.4);
+  CHECK(differ(mask(RngKey{4, 10, 256})) > 0.4);
+  // Shifting the offset by k shifts the mask by k elements.
+  auto const shifted = mask(RngKey{3, 10, 256 + 5});
+  for (std::size_t i = 0; i + 5 < m.size(); ++i) REQUIRE(shifted[i] == m[i + 5]);
+}
+
+TEST_CASE("dropout_backward matches central finite differences and assigns") {
+  Rng rng(24);
+  for (auto const& s : {Shape{17}, Shape{9, 33}}) {
+    CAPTURE(s.str());
+    auto x = random_tensor<Cpu>(s, rng);
+    auto const w = random_tensor<Cpu>(s, rng);
+    RngKey const key{8, 2, 3};
+    float const p = 0.3f;
+    Tensor<Cpu> y(s), dx(s);
+    auto loss = [&] {
+      ops::dropout_forward(Cpu{}, y, x, p, key);
+      return weighted_sum<Cpu>(y, w);
+    };
+    for (std::int64_t i = 0; i < dx.numel(); ++i)
+      dx.data()[i] = 123.f;  // assign overwrites whatever was there
+    ops::dropout_backward(Cpu{}, dx, w, p, key);
+    check_gradient("x", x, dx, loss, 1e-2, 1e-3, 1e-5);
+    auto const first = dx.clone();
+    ops::dropout_backward(Cpu{}, dx, w, p, key);
+    check_close(dx, first, 0, 0, "dx after a second call");
+  }
+}
+
+TEST_CASE("dropout works in place") {
+  Rng rng(25);
+  Shape const s{300, 301};
+  RngKey const key{1, 2, 7};
+  auto const x = nonzero_tensor<Cpu>(s, rng);
+  Tensor<Cpu> y(s), dx(s);
+  ops::dropout_forward(Cpu{}, y, x, 0.25f, key);
+  ops::dropout_backward(Cpu{}, dx, x, 0.25f, key);
+  auto a = x.clone();
+  ops::dropout_forward(Cpu{}, a, a, 0.25f, key);
+  check_close(a, y, 0, 0, "y in place over x");
+  auto b = x.clone();
+  ops::dropout_backward(Cpu{}, b, b, 0.25f, key);
+  check_close(b, dx, 0, 0, "dx in place over dy");
+  auto ar = to_backend<Reference>(x);
+  ops::dropout_forward(Reference{}, ar, ar, 0.25f, key);
+  check_close(ar, y, 1e-6, 0, "reference y in place");
+}
+
+TEST_CASE("dropout: p out of [0, 1) is a ValueError naming p; shape errors name the shapes") {
+  Tensor<Cpu> x(Shape{4, 5}), y(Shape{4, 5});
+  RngKey const key{};
+  CHECK_THROWS_WITH_AS(ops::dropout_forward(Cpu{}, y, x, 1.f, key),
+                       doctest::Contains("dropout_forward: dropout probability p = 1 must be in [0, 1)"),
+                       ValueError);
+  CHECK_THROWS_WITH_AS(ops::dropout_forward(Cpu{}, y, x, -0.1f, key),
+                       doctest::Contains("p = -0.1 must be in [0, 1)"), ValueError);
+  CHECK_THROWS_WITH_AS(ops::dropout_backward(Cpu{}, y, x, 1.5f, key),
+                       doctest::Contains("dropout_backward: dropout probability p = 1.5"), ValueError);
+  CHECK_THROWS_AS(ops::dropout_forward(Cpu{}, y, x, std::numeric_limits<float>::quiet_NaN(), key),
+                  ValueError);
+  Tensor<Reference> xr(Shape{4, 5}), yr(Shape{4, 5});
+  CHECK_THROWS_WITH_AS(ops::dropout_forward(Reference{}, yr, xr, 2.f, key),
+                       doctest::Contains("p = 2 must be"), ValueError);
+
+  Tensor<Cpu> z(Shape{5, 4});
+  CHECK_THROWS_WITH_AS(ops::dropout_forward(Cpu{}, z, x, 0.1f, key),
+                       doctest::Contains("dropout_forward: y has shape [5, 4] but x has shape [4, 5]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(ops::dropout_backward(Cpu{}, z, x, 0.1f, key),
+                       doctest::Contains("dropout_backward: dx has shape [5, 4] but dy has shape [4, 5]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(ops::dropout_forward(Cpu{}, z, x.view().transposed(), 0.1f, key),
+                       doctest::Contains("must be contiguous"), ShapeError);
+}
