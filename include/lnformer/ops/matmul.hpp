@@ -1,0 +1,195 @@
+#pragma once
+// GEMMs: batched matmul with broadcast batch dims and arbitrary operand strides, and the dense layer
+// in PyTorch's weight layout.
+//
+//   matmul(B, View c, CView a, CView b, float alpha = 1, float beta = 0)
+//     c = alpha * a @ b + beta * c        beta = 0 ASSIGNS (c's old values, even NaN, are ignored);
+//                                         beta = 1 accumulates
+//     a: [..., m, k]   b: [..., k, n]   c: [..., m, n]; rank 2, 3 or 4, the same for all three.
+//     Each batch dim of a and of b is either c's or 1 (broadcast). a and b may have any strides
+//     (a transposed operand is x.transposed(), a per-head operand a permuted view); c must have unit
+//     stride in its last dim (its other strides are free: a head slice of a larger buffer is fine)
+//     and must not overlap a or b.
+//
+//   matmul_backward(B, View da, View db, CView dc, CView a, CView b, float alpha = 1)
+//     for c = alpha * a @ b:  da = alpha * dc @ b^T,  db = alpha * a^T @ dc   (both ASSIGN: they are
+//     activation gradients, e.g. of attention). Either may be empty to skip it. da has a's shape, db
+//     b's; where a (or b) was broadcast over a batch dim, its gradient is summed over that dim.
+//
+//   linear_forward(B, View y, CView x, CView w, CView bias)
+//     y = x @ w^T + bias                  x: [..., in]  w: [out, in] (PyTorch layout)  bias: [out] or empty
+//                                         y: [..., out]. Rank > 2: leading dims are flattened, so x
+//                                         and y must then be contiguous.
+//
+//   linear_backward(B, View dx, View dw, View dbias, CView dy, CView x, CView w)
+//     dx = dy @ w          (ASSIGN, activation gradient; empty to skip)
+//     dw += dy^T @ x       (ACCUMULATE, parameter gradient; empty to skip)
+//     dbias += sum_rows dy (ACCUMULATE, parameter gradient; empty to skip)
+//
+// Implementations: ops::matmul(Cpu, ...) in backend/cpu/matmul.hpp (oneDNN matmul),
+// ops::matmul(Reference, ...) in backend/reference/matmul.hpp.
+
+#include <lnformer/core/error.hpp>
+#include <lnformer/core/shape.hpp>
+#include <lnformer/core/tensor.hpp>
+
+#include <fmt/format.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace lnformer::ops {
+
+namespace detail::gemm {
+
+/// "[s0, s1, ...]": the strides of a view, for error messages.
+template <class B, class T>
+std::string strides_str(TensorView<B, T> const& v) {
+  return fmt::format("[{}]", fmt::join(v.strides().begin(), v.strides().begin() + v.rank(), ", "));
+}
+
+/// Shape of x with its last dim replaced by n.
+inline Shape with_last(Shape const& s, std::int64_t n) {
+  std::array<std::int64_t, kMaxRank> d{};
+  for (int i = 0; i < s.rank(); ++i) d[i] = s[i];
+  d[s.rank() - 1] = n;
+  return Shape::from(d.begin(), d.begin() + s.rank());
+}
+
+/// Shapes shared by matmul and matmul_backward: a [..., m, k], b [..., k, n], c [..., m, n] of the same
+/// rank 2..4, each batch dim of a and b 1 or c's. `op` and the names say which arguments these are.
+template <class B>
+void check_matmul_shapes(char const* op, char const* c_name, CView<B> c, CView<B> a, CView<B> b) {
+  int const r = c.rank();
+  LNF_EXPECTS(r >= 2 && r <= 4 && a.rank() == r && b.rank() == r,
+              "{}: a has shape {}, b has shape {} and {} has shape {}; all three must have the same rank, "
+              "2, 3 or 4",
+              op, a.shape(), b.shape(), c_name, c.shape());
+  LNF_EXPECTS(a.size(-1) == b.size(-2),
+              "{}: inner dimensions mismatch: a has shape {} and b has shape {}; a's last dim ({}) must "
+              "equal b's second-to-last dim ({})",
+              op, a.shape(), b.shape(), a.size(-1), b.size(-2));
+  LNF_EXPECTS(c.size(-2) == a.size(-2) && c.size(-1) == b.size(-1),
+              "{}: {} has shape {} but a has shape {} and b has shape {}; {} must be [..., {}, {}]", op,
+              c_name, c.shape(), a.shape(), b.shape(), c_name, a.size(-2), b.size(-1));
+  for (int i = 0; i < r - 2; ++i) {
+    LNF_EXPECTS((a.size(i) == c.size(i) || a.size(i) == 1) && (b.size(i) == c.size(i) || b.size(i) == 1),
+                "{}: batch dim {} of a (shape {}) and b (shape {}) must each be 1 or equal {}'s (shape {})",
+                op, i, a.shape(), b.shape(), c_name, c.shape());
+  }
+}
+
+/// A view written as the c operand of a GEMM needs unit stride in its last dim.
+template <class B>
+void check_unit_last_stride(char const* op, char const* name, View<B> v) {
+  LNF_EXPECTS(v.size(-1) <= 1 || v.stride(-1) == 1,
+              "{}: {} (shape {}, strides {}) must have unit stride in its last dim", op, name, v.shape(),
+              strides_str(v));
+}
+
+/// Rank >= 2 operands of linear_* whose leading dims are flattened into rows.
+template <class B, class T>
+void check_flattenable(char const* op, char const* name, TensorView<B, T> v) {
+  LNF_EXPECTS(v.rank() >= 2, "{}: {} has shape {}; it must have rank >= 2 ([..., features])", op, name,
+              v.shape());
+  LNF_EXPECTS(v.rank() == 2 || v.is_contiguous(),
+              "{}: {} (shape {}, strides {}) has rank > 2 and must be contiguous to flatten its leading dims",
+              op, name, v.shape(), strides_str(v));
+}
+
+}  // namespace detail::gemm
+
+namespace check {
+
+template <class B>
+void matmul(View<B> c, CView<B> a, CView<B> b, float alpha, float beta) {
+  namespace gm = ::lnformer::ops::detail::gemm;  // ops::check::detail exists too
+  gm::check_matmul_shapes<B>("matmul", "c", c, a, b);
+  gm::check_unit_last_stride<B>("matmul", "c", c);
+  LNF_EXPECTS_AS(ValueError, std::isfinite(alpha) && std::isfinite(beta),
+                 "matmul: alpha ({}) and beta ({}) must be finite", alpha, beta);
+}
+
+template <class B>
+void matmul_backward(View<B> da, View<B> db, CView<B> dc, CView<B> a, CView<B> b, float alpha) {
+  namespace gm = ::lnformer::ops::detail::gemm;  // ops::check::detail exists too
+  gm::check_matmul_shapes<B>("matmul_backward", "dc", dc, a, b);
+  if (!da.empty()) {
+    LNF_EXPECTS(da.shape() == a.shape(),
+                "matmul_backward: da has shape {} but a has shape {}; they must match", da.shape(),
+                a.shape());
+    gm::check_unit_last_stride<B>("matmul_backward", "da", da);
+  }
+  if (!db.empty()) {
+    LNF_EXPECTS(db.shape() == b.shape(),
+                "matmul_backward: db has shape {} but b has shape {}; they must match", db.shape(),
+                b.shape());
+    gm::check_unit_last_stride<B>("matmul_backward", "db", db);
+  }
+  LNF_EXPECTS_AS(ValueError, std::isfinite(alpha), "matmul_backward: alpha ({}) must be finite", alpha);
+}
+
+template <class B>
+void linear_forward(View<B> y, CView<B> x, CView<B> w, CView<B> bias) {
+  namespace gm = ::lnformer::ops::detail::gemm;  // ops::check::detail exists too
+  LNF_EXPECTS(w.rank() == 2, "linear_forward: w has shape {}; it must be [out, in]", w.shape());
+  gm::check_flattenable("linear_forward", "x", x);
+  LNF_EXPECTS(
+      x.size(-1) == w.size(1),
+      "linear_forward: inner dimensions mismatch: x has shape {} but w has shape {}; x's last dim ({}) "
+      "must equal w's in dim ({}) (w is [out, in])",
+      x.shape(), w.shape(), x.size(-1), w.size(1));
+  Shape const ys = gm::with_last(x.shape(), w.size(0));
+  LNF_EXPECTS(y.shape() == ys,
+              "linear_forward: y has shape {} but x has shape {} and w has shape {}; y must be {}", y.shape(),
+              x.shape(), w.shape(), ys);
+  gm::check_flattenable("linear_forward", "y", y);
+  gm::check_unit_last_stride<B>("linear_forward", "y", y);
+  if (!bias.empty()) {
+    LNF_EXPECTS(
+        bias.rank() == 1 && bias.size(0) == w.size(0),
+        "linear_forward: bias has shape {} but w has shape {}; bias must be [{}] (w's out dim) or empty",
+        bias.shape(), w.shape(), w.size(0));
+  }
+}
+
+template <class B>
+void linear_backward(View<B> dx, View<B> dw, View<B> dbias, CView<B> dy, CView<B> x, CView<B> w) {
+  namespace gm = ::lnformer::ops::detail::gemm;  // ops::check::detail exists too
+  LNF_EXPECTS(w.rank() == 2, "linear_backward: w has shape {}; it must be [out, in]", w.shape());
+  gm::check_flattenable("linear_backward", "x", x);
+  gm::check_flattenable("linear_backward", "dy", dy);
+  LNF_EXPECTS(
+      x.size(-1) == w.size(1),
+      "linear_backward: inner dimensions mismatch: x has shape {} but w has shape {}; x's last dim ({}) "
+      "must equal w's in dim ({}) (w is [out, in])",
+      x.shape(), w.shape(), x.size(-1), w.size(1));
+  Shape const ys = gm::with_last(x.shape(), w.size(0));
+  LNF_EXPECTS(dy.shape() == ys,
+              "linear_backward: dy has shape {} but x has shape {} and w has shape {}; dy must be {}",
+              dy.shape(), x.shape(), w.shape(), ys);
+  if (!dx.empty()) {
+    LNF_EXPECTS(dx.shape() == x.shape(),
+                "linear_backward: dx has shape {} but x has shape {}; they must match", dx.shape(),
+                x.shape());
+    gm::check_flattenable("linear_backward", "dx", dx);
+    gm::check_unit_last_stride<B>("linear_backward", "dx", dx);
+  }
+  if (!dw.empty()) {
+    LNF_EXPECTS(dw.shape() == w.shape(),
+                "linear_backward: dw has shape {} but w has shape {}; they must match", dw.shape(),
+                w.shape());
+    gm::check_unit_last_stride<B>("linear_backward", "dw", dw);
+  }
+  if (!dbias.empty()) {
+    LNF_EXPECTS(
+        dbias.rank() == 1 && dbias.size(0) == w.size(0),
+        "linear_backward: dbias has shape {} but w has shape {}; dbias must be [{}] (w's out dim) or empty",
+        dbias.shape(), w.shape(), w.size(0));
+  }
+}
+
+}  // namespace check
+}  // namespace lnformer::ops

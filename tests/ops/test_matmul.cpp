@@ -1,0 +1,478 @@
+// GEMMs: matmul (batched, broadcast, strided operands), matmul_backward, linear_forward/backward.
+#include <lnformer/backend/cpu/cpu.hpp>
+#include <lnformer/backend/cpu/matmul.hpp>
+#include <lnformer/backend/reference/matmul.hpp>
+#include <lnformer/backend/reference/reference.hpp>
+
+#include "support.hpp"
+
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include <array>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+using namespace lnformer;
+using test::check_close;
+using test::random_tensor;
+using test::to_backend;
+
+namespace {
+
+// float GEMMs (oneDNN accumulates in float) against the double reference, k up to 257.
+constexpr double kRtol = 1e-4;
+constexpr double kAtol = 1e-4;
+
+/// Runs matmul on both backends with operands built by `views(c, a, b)` (Tensor<B>& -> (View, CView,
+/// CView)) from the same random buffers, and compares the whole c buffers (so elements outside a
+/// strided c view must stay untouched too).
+template <class Views>
+void check_matmul_agrees(std::string const& what, Shape as, Shape bs, Shape cs, Views views,
+                         float alpha = 1.f, float beta = 0.f) {
+  Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
+  auto ar = random_tensor<Reference>(as, rng), br = random_tensor<Reference>(bs, rng),
+       cr = random_tensor<Reference>(cs, rng);
+  auto ac = to_backend<Cpu>(ar), bc = to_backend<Cpu>(br), cc = to_backend<Cpu>(cr);
+  {
+    auto [c, a, b] = views(cr, ar, br);
+    ops::matmul(Reference{}, c, a, b, alpha, beta);
+  }
+  {
+    auto [c, a, b] = views(cc, ac, bc);
+    ops::matmul(Cpu{}, c, a, b, alpha, beta);
+  }
+  check_close(cc, cr, kRtol, kAtol, fmt::format("{} (alpha {}, beta {})", what, alpha, beta));
+}
+
+auto const plain = [](auto& c, auto& a, auto& b) { return std::tuple{c.view(), a.cview(), b.cview()}; };
+
+}  // namespace
+
+TEST_CASE("matmul: Cpu agrees with Reference on 2-D shapes, alpha and beta") {
+  struct Mkn {
+    std::int64_t m, k, n;
+  };
+  std::vector<Mkn> const shapes{{1, 1, 1},    {1, 17, 33},  {3, 5, 7},   {17, 33, 3}, {33, 257, 17},
+                                {64, 64, 64}, {257, 3, 33}, {1, 257, 1}, {5, 1, 9},   {2, 3, 257}};
+  std::vector<std::pair<float, float>> const scalars{{1.f, 0.f}, {1.f, 1.f}, {0.5f, 0.f}, {-1.5f, 0.25f}};
+  for (auto [m, k, n] : shapes)
+    for (auto [alpha, beta] : scalars)
+      check_matmul_agrees(fmt::format("[{}, {}] @ [{}, {}]", m, k, k, n), Shape{m, k}, Shape{k, n},
+                          Shape{m, n}, plain, alpha, beta);
+}
+
+TEST_CASE("matmul: transposed operands are read through their strides") {
+  for (auto [m, k, n] :
+       std::vector<std::array<std::int64_t, 3>>{{1, 1, 1}, {3, 17, 5}, {33, 3, 257}, {64, 64, 64}}) {
+    auto const name = fmt::format("m {} k {} n {}", m, k, n);
+    // a stored as [k, m], b as [n, k].
+    check_matmul_agrees("a^T " + name, Shape{k, m}, Shape{k, n}, Shape{m, n}, [](auto& c, auto& a, auto& b) {
+      return std::tuple{c.view(), a.cview().transposed(), b.cview()};
+    });
+    check_matmul_agrees(
+        "b^T " + name, Shape{m, k}, Shape{n, k}, Shape{m, n},
+        [](auto& c, auto& a, auto& b) {
+          return std::tuple{c.view(), a.cview(), b.cview().transposed()};
+        },
+        0.5f, 1.f);
+    check_matmul_agrees("a^T b^T " + name, Shape{k, m}, Shape{n, k}, Shape{m, n},
+                        [](auto& c, auto& a, auto& b) {
+                          return std::tuple{c.view(), a.cview().transposed(), b.cview().transposed()};
+                        });
+  }
+}
+
+TEST_CASE("matmul: operands with no unit stride, and a strided c") {
+  std::int64_t const m = 17, k = 33, n = 9;
+  // a: every other column of an [m, 2k] buffer; b: every third column of an [n, 3k] buffer, transposed.
+  // Neither has a unit stride, so the Cpu backend packs them.
+  check_matmul_agrees("strided a and b", Shape{m, 2 * k}, Shape{n, 3 * k}, Shape{m, n},
+                      [=](auto& c, auto& a, auto& b) {
+                        using B = typename std::remove_reference_t<decltype(c)>::backend;
+                        CView<B> const av(a.data(), Shape{m, k}, Strides{2 * k, 2});
+                        CView<B> const bv(b.data(), Shape{k, n}, Strides{3, 3 * k});
+                        return std::tuple{c.view(), av, bv};
+                      });
+  // c: an [m, n] window (row stride n + 3) of a larger buffer, with beta = 1.
+  check_matmul_agrees(
+      "strided c", Shape{m, k}, Shape{k, n}, Shape{m, n + 3},
+      [=](auto& c, auto& a, auto& b) {
+        using B = typename std::remove_reference_t<decltype(c)>::backend;
+        View<B> const cv(c.data() + 1, Shape{m, n}, Strides{n + 3, 1});
+        return std::tuple{cv, a.cview(), b.cview()};
+      },
+      1.f, 1.f);
+}
+
+TEST_CASE("matmul: batched rank 3 and 4 with broadcast batch dims") {
+  struct Case {
+    Shape a, b, c;
+  };
+  std::vector<Case> const cases{
+      {{4, 3, 5}, {4, 5, 2}, {4, 3, 2}},          {{1, 3, 5}, {4, 5, 2}, {4, 3, 2}},
+      {{4, 3, 5}, {1, 5, 2}, {4, 3, 2}},          {{1, 3, 5}, {1, 5, 2}, {4, 3, 2}},
+      {{3, 1, 1}, {3, 1, 1}, {3, 1, 1}},          {{2, 3, 4, 5}, {2, 3, 5, 6}, {2, 3, 4, 6}},
+      {{2, 1, 4, 5}, {1, 3, 5, 6}, {2, 3, 4, 6}}, {{1, 3, 4, 5}, {2, 3, 5, 6}, {2, 3, 4, 6}},
+      {{2, 3, 4, 5}, {2, 1, 5, 6}, {2, 3, 4, 6}}, {{1, 1, 17, 33}, {2, 3, 33, 3}, {2, 3, 17, 3}},
+      {{2, 1, 3, 4}, {2, 1, 4, 5}, {2, 3, 3, 5}},
+  };
+  for (auto const& cs : cases)
+    for (auto [alpha, beta] : std::vector<std::pair<float, float>>{{1.f, 0.f}, {0.5f, 1.f}})
+      check_matmul_agrees(fmt::format("{} @ {} -> {}", cs.a, cs.b, cs.c), cs.a, cs.b, cs.c, plain, alpha,
+                          beta);
+}
+
+TEST_CASE("matmul: per-head permuted views (attention)") {
+  std::int64_t const batch = 2, t = 5, heads = 3, dh = 4;
+  // q, k, v stored [B, T, H, dh], used as [B, H, T, dh]: scores = q @ k^T, [B, H, T, T].
+  auto heads_of = [](auto const& x) { return x.cview().permute({0, 2, 1, 3}); };
+  check_matmul_agrees(
+      "q @ k^T", Shape{batch, t, heads, dh}, Shape{batch, t, heads, dh}, Shape{batch, heads, t, t},
+      [&](auto& c, auto& q, auto& k) {
+        return std::tuple{c.view(), heads_of(q), heads_of(k).transposed()};
+      },
+      0.5f, 0.f);
+  // out = p @ v written straight into the per-head slices of an output stored [B, T, H, dh].
+  check_matmul_agrees("p @ v into heads", Shape{batch, heads, t, t}, Shape{batch, t, heads, dh},
+                      Shape{batch, t, heads, dh}, [&](auto& c, auto& p, auto& v) {
+                        return std::tuple{c.view().permute({0, 2, 1, 3}), p.cview(), heads_of(v)};
+                      });
+}
+
+TEST_CASE("matmul: empty dims") {
+  // k = 0: the product is zero, so c = beta c; m = 0: nothing to do.
+  check_matmul_agrees("k = 0", Shape{3, 0}, Shape{0, 4}, Shape{3, 4}, plain, 1.f, 0.5f);
+  check_matmul_agrees("k = 0, beta 0", Shape{2, 3, 0}, Shape{1, 0, 4}, Shape{2, 3, 4}, plain, 1.f, 0.f);
+  check_matmul_agrees("m = 0", Shape{0, 3}, Shape{3, 4}, Shape{0, 4}, plain);
+}
+
+TEST_CASE_TEMPLATE("matmul: beta = 0 assigns (ignores NaN in c), beta = 1 accumulates", B, Cpu, Reference) {
+  Rng rng(3);
+  auto a = random_tensor<B>(Shape{5, 7}, rng), b = random_tensor<B>(Shape{7, 6}, rng);
+  Tensor<B> c(Shape{5, 6}), once(Shape{5, 6});
+  for (std::int64_t i = 0; i < c.numel(); ++i) c.data()[i] = std::numeric_limits<float>::quiet_NaN();
+  ops::matmul(B{}, c, a, b);
+  ops::matmul(B{}, once, a, b, 1.f, 1.f);  // once was zero: the same product
+  check_close(c, once, 1e-6, 1e-6, "beta 0 over NaN vs beta 1 over zeros");
+  ops::matmul(B{}, c, a, b, 1.f, 1.f);
+  for (std::int64_t i = 0; i < c.numel(); ++i)
+    REQUIRE(c.data()[i] == doctest::Approx(2 * once.data()[i]).epsilon(1e-5));
+  ops::matmul(B{}, c, a, b, 2.f, 0.f);
+  for (std::int64_t i = 0; i < c.numel(); ++i)
+    REQUIRE(c.data()[i] == doctest::Approx(2 * once.data()[i]).epsilon(1e-5));
+}
+
+TEST_CASE("matmul: repeated calls with the same shapes do not grow the primitive cache") {
+  auto& ctx = cpu::context();
+  Rng rng(4);
+  auto step = [&] {
+    // Fresh buffers each time: the cache is keyed by shapes and strides, not by pointers.
+    auto a = random_tensor<Cpu>(Shape{2, 3, 17, 9}, rng), b = random_tensor<Cpu>(Shape{1, 3, 9, 5}, rng);
+    Tensor<Cpu> c(Shape{2, 3, 17, 5}), da(a.shape()), db(b.shape());
+    ops::matmul(Cpu{}, c, a, b, 0.5f, 1.f);
+    ops::matmul(Cpu{}, c.view(), a.cview(), b.cview().permute({0, 1, 3, 2}).transposed());
+    ops::matmul_backward(Cpu{}, da, db, c, a, b, 0.5f);  // db sums over the broadcast dim: several GEMMs
+    auto x = random_tensor<Cpu>(Shape{4, 6, 9}, rng), w = random_tensor<Cpu>(Shape{5, 9}, rng),
+         bias = random_tensor<Cpu>(Shape{5}, rng);
+    Tensor<Cpu> y(Shape{4, 6, 5}), dx(x.shape()), dw(w.shape()), dbias(bias.shape());
+    ops::linear_forward(Cpu{}, y, x, w, bias);
+    ops::linear_backward(Cpu{}, dx, dw, dbias, y, x, w);
+  };
+  step();
+  std::size_t const after_first = ctx.cached_primitives();
+  for (int i = 0; i < 5; ++i) step();
+  CHECK(ctx.cached_primitives() == after_first);
+  // A different alpha is a different primitive (output scale), so it adds exactly one entry.
+  Rng r2(5);
+  auto a = random_tensor<Cpu>(Shape{3, 4}, r2), b = random_tensor<Cpu>(Shape{4, 2}, r2);
+  Tensor<Cpu> c(Shape{3, 2});
+  ops::matmul(Cpu{}, c, a, b, 0.25f);
+  std::size_t const with_alpha = ctx.cached_primitives();
+  ops::matmul(Cpu{}, c, a, b, 0.25f);
+  CHECK(ctx.cached_primitives() == with_alpha);
+}
+
+// ---- matmul_backward ------------------------------------------------------------------------------
+
+TEST_CASE("matmul_backward: Cpu agrees with Reference, including broadcast batch dims") {
+  struct Case {
+    Shape a, b, c;
+  };
+  std::vector<Case> const cases{
+      {{1, 1}, {1, 1}, {1, 1}},
+      {{17, 33}, {33, 3}, {17, 3}},
+      {{1, 257}, {257, 5}, {1, 5}},
+      {{4, 3, 5}, {4, 5, 2}, {4, 3, 2}},
+      {{1, 3, 5}, {4, 5, 2}, {4, 3, 2}},
+      {{4, 3, 5}, {1, 5, 2}, {4, 3, 2}},
+      {{1, 3, 5}, {1, 5, 2}, {4, 3, 2}},
+      {{2, 1, 4, 5}, {1, 3, 5, 6}, {2, 3, 4, 6}},
+      {{1, 1, 4, 5}, {2, 3, 5, 6}, {2, 3, 4, 6}},
+  };
+  for (auto const& cs : cases) {
+    std::string const what = fmt::format("{} @ {} -> {}", cs.a, cs.b, cs.c);
+    Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
+    auto ar = random_tensor<Reference>(cs.a, rng), br = random_tensor<Reference>(cs.b, rng),
+         dcr = random_tensor<Reference>(cs.c, rng);
+    // Garbage in the outputs: both gradients assign.
+    auto dar = random_tensor<Reference>(cs.a, rng, 100.f, 200.f),
+         dbr = random_tensor<Reference>(cs.b, rng, 100.f, 200.f);
+    auto ac = to_backend<Cpu>(ar), bc = to_backend<Cpu>(br), dcc = to_backend<Cpu>(dcr);
+    auto dac = to_backend<Cpu>(dar), dbc = to_backend<Cpu>(dbr);
+    ops::matmul_backward(Reference{}, dar, dbr, dcr, ar, br, 0.75f);
+    ops::matmul_backward(Cpu{}, dac, dbc, dcc, ac, bc, 0.75f);
+    check_close(dac, dar, kRtol, kAtol, "da of " + what);
+    check_close(dbc, dbr, kRtol, kAtol, "db of " + what);
+  }
+}
+
+TEST_CASE("matmul_backward: transposed and per-head operands, one gradient skipped") {
+  Rng rng(6);
+  std::int64_t const batch = 2, t = 5, heads = 3, dh = 4;
+  // scores = q @ k^T with q, k stored [B, T, H, dh]; the gradients go to [B, H, T, dh] buffers.
+  auto qr = random_tensor<Reference>(Shape{batch, t, heads, dh}, rng),
+       kr = random_tensor<Reference>(qr.shape(), rng);
+  auto dsr = random_tensor<Reference>(Shape{batch, heads, t, t}, rng);
+  auto qc = to_backend<Cpu>(qr), kc = to_backend<Cpu>(kr), dsc = to_backend<Cpu>(dsr);
+  Tensor<Reference> dqr(Shape{batch, heads, t, dh}), dktr(Shape{batch, heads, dh, t});
+  Tensor<Cpu> dqc(dqr.shape()), dktc(dktr.shape());
+  auto heads_of = [](auto const& x) { return x.cview().permute({0, 2, 1, 3}); };
+  ops::matmul_backward(Reference{}, dqr, dktr, dsr, heads_of(qr), heads_of(kr).transposed(), 0.5f);
+  ops::matmul_backward(Cpu{}, dqc, dktc, dsc, heads_of(qc), heads_of(kc).transposed(), 0.5f);
+  check_close(dqc, dqr, kRtol, kAtol, "dq");
+  check_close(dktc, dktr, kRtol, kAtol, "dk^T");
+  // Skipping da leaves it alone and still computes db.
+  Tensor<Cpu> db2(dktc.shape());
+  ops::matmul_backward(Cpu{}, View<Cpu>{}, db2, dsc, heads_of(qc), heads_of(kc).transposed(), 0.5f);
+  check_close(db2, dktc, 0, 0, "db alone");
+}
+
+TEST_CASE("matmul_backward: finite differences, broadcast batch dims, alpha") {
+  struct Case {
+    Shape a, b, c;
+  };
+  for (auto const& cs : std::vector<Case>{{{3, 4}, {4, 5}, {3, 5}},
+                                          {{2, 1, 3, 4}, {1, 3, 4, 5}, {2, 3, 3, 5}},
+                                          {{1, 3, 4}, {1, 4, 2}, {3, 3, 2}}}) {
+    float const alpha = 0.7f;
+    Rng rng(7);
+    auto a = random_tensor<Cpu>(cs.a, rng), b = random_tensor<Cpu>(cs.b, rng),
+         w = random_tensor<Cpu>(cs.c, rng);
+    Tensor<Cpu> c(cs.c), da(cs.a), db(cs.b);
+    ops::matmul_backward(Cpu{}, da, db, w, a, b, alpha);
+    auto loss = [&] {
+      ops::matmul(Cpu{}, c, a, b, alpha);
+      return test::weighted_sum<Cpu>(c, w);
+    };
+    test::check_gradient(fmt::format("a of {} @ {}", cs.a, cs.b), a, da, loss);
+    test::check_gradient(fmt::format("b of {} @ {}", cs.a, cs.b), b, db, loss);
+    // Both assign: a second call gives the same gradients.
+    auto const da1 = da.clone(), db1 = db.clone();
+    ops::matmul_backward(Cpu{}, da, db, w, a, b, alpha);
+    check_close(da, da1, 0, 0, "da assigns");
+    check_close(db, db1, 0, 0, "db assigns");
+  }
+}
+
+// ---- linear ---------------------------------------------------------------------------------------
+
+TEST_CASE("linear_forward: Cpu agrees with Reference (rows, odd sizes, rank 3, with and without bias)") {
+  for (std::int64_t rows : {1, 3, 17, 257})
+    for (auto [in, out] :
+         std::vector<std::pair<std::int64_t, std::int64_t>>{{1, 1}, {3, 5}, {33, 17}, {64, 64}})
+      for (bool with_bias : {true, false}) {
+        std::string const what = fmt::format("rows {} in {} out {} bias {}", rows, in, out, with_bias);
+        Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
+        auto xr = random_tensor<Reference>(Shape{rows, in}, rng),
+             wr = random_tensor<Reference>(Shape{out, in}, rng),
+             br = random_tensor<Reference>(Shape{out}, rng);
+        auto xc = to_backend<Cpu>(xr), wc = to_backend<Cpu>(wr), bc = to_backend<Cpu>(br);
+        Tensor<Reference> yr(Shape{rows, out});
+        Tensor<Cpu> yc(Shape{rows, out});
+        ops::linear_forward(Reference{}, yr, xr, wr, with_bias ? br.cview() : CView<Reference>{});
+        ops::linear_forward(Cpu{}, yc, xc, wc, with_bias ? bc.cview() : CView<Cpu>{});
+        check_close(yc, yr, kRtol, kAtol, what);
+      }
+  // Rank 3 x, and w given as a transposed view of an [in, out] buffer.
+  Rng rng(8);
+  auto xr = random_tensor<Reference>(Shape{2, 3, 7}, rng), wtr = random_tensor<Reference>(Shape{7, 5}, rng),
+       br = random_tensor<Reference>(Shape{5}, rng);
+  auto xc = to_backend<Cpu>(xr), wtc = to_backend<Cpu>(wtr), bc = to_backend<Cpu>(br);
+  Tensor<Reference> yr(Shape{2, 3, 5});
+  Tensor<Cpu> yc(yr.shape());
+  ops::linear_forward(Reference{}, yr, xr, wtr.cview().transposed(), br);
+  ops::linear_forward(Cpu{}, yc, xc, wtc.cview().transposed(), bc);
+  check_close(yc, yr, kRtol, kAtol, "rank 3, transposed w");
+  // in = 0: y is the bias.
+  Tensor<Reference> x0r(Shape{2, 3, 0}), w0r(Shape{5, 0});
+  Tensor<Cpu> x0c(Shape{2, 3, 0}), w0c(Shape{5, 0});
+  ops::linear_forward(Reference{}, yr, x0r, w0r, br);
+  ops::linear_forward(Cpu{}, yc, x0c, w0c, bc);
+  check_close(yc, yr, 0, 0, "in = 0");
+  CHECK(yc(1, 2, 4) == bc(4));
+}
+
+TEST_CASE("linear_backward: Cpu agrees with Reference; dx assigns, dw and dbias accumulate") {
+  for (std::int64_t rows : {1, 3, 17, 257})
+    for (auto [in, out] :
+         std::vector<std::pair<std::int64_t, std::int64_t>>{{1, 1}, {3, 5}, {33, 17}, {64, 64}}) {
+      std::string const what = fmt::format("rows {} in {} out {}", rows, in, out);
+      Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
+      auto xr = random_tensor<Reference>(Shape{rows, in}, rng),
+           wr = random_tensor<Reference>(Shape{out, in}, rng),
+           dyr = random_tensor<Reference>(Shape{rows, out}, rng);
+      // Prior contents: dx is overwritten, dw and dbias are added to.
+      auto dxr = random_tensor<Reference>(Shape{rows, in}, rng),
+           dwr = random_tensor<Reference>(Shape{out, in}, rng),
+           dbr = random_tensor<Reference>(Shape{out}, rng);
+      auto xc = to_backend<Cpu>(xr), wc = to_backend<Cpu>(wr), dyc = to_backend<Cpu>(dyr);
+      auto dxc = to_backend<Cpu>(dxr), dwc = to_backend<Cpu>(dwr), dbc = to_backend<Cpu>(dbr);
+      auto const dw0 = dwc.clone(), db0 = dbc.clone();
+      ops::linear_backward(Reference{}, dxr, dwr, dbr, dyr, xr, wr);
+      ops::linear_backward(Cpu{}, dxc, dwc, dbc, dyc, xc, wc);
+      check_close(dxc, dxr, kRtol, kAtol, "dx " + what);
+      check_close(dwc, dwr, kRtol, kAtol, "dw " + what);
+      check_close(dbc, dbr, kRtol, kAtol, "dbias " + what);
+
+      // A second call: dx unchanged, dw - dw0 and dbias - db0 double.
+      auto const dx1 = dxc.clone(), dw1 = dwc.clone(), db1 = dbc.clone();
+      ops::linear_backward(Cpu{}, dxc, dwc, dbc, dyc, xc, wc);
+      check_close(dxc, dx1, 0, 0, "dx assigns " + what);
+      for (std::int64_t i = 0; i < dwc.numel(); ++i)
+        REQUIRE(dwc.data()[i] - dw0.data()[i] ==
+                doctest::Approx(2.0 * (dw1.data()[i] - dw0.data()[i])).epsilon(1e-4).scale(1.0));
+      for (std::int64_t i = 0; i < dbc.numel(); ++i)
+        REQUIRE(dbc.data()[i] - db0.data()[i] ==
+                doctest::Approx(2.0 * (db1.data()[i] - db0.data()[i])).epsilon(1e-4).scale(1.0));
+    }
+}
+
+TEST_CASE("linear_backward: rank 3, strided w, skipped gradients") {
+  Rng rng(9);
+  auto xr = random_tensor<Reference>(Shape{2, 3, 7}, rng), wtr = random_tensor<Reference>(Shape{7, 5}, rng),
+       dyr = random_tensor<Reference>(Shape{2, 3, 5}, rng);
+  auto xc = to_backend<Cpu>(xr), wtc = to_backend<Cpu>(wtr), dyc = to_backend<Cpu>(dyr);
+  Tensor<Reference> dxr(xr.shape()), dwr(Shape{5, 7}), dbr(Shape{5});
+  Tensor<Cpu> dxc(xr.shape()), dwc(Shape{5, 7}), dbc(Shape{5});
+  ops::linear_backward(Reference{}, dxr, dwr, dbr, dyr, xr, wtr.cview().transposed());
+  ops::linear_backward(Cpu{}, dxc, dwc, dbc, dyc, xc, wtc.cview().transposed());
+  check_close(dxc, dxr, kRtol, kAtol, "dx");
+  check_close(dwc, dwr, kRtol, kAtol, "dw");
+  check_close(dbc, dbr, kRtol, kAtol, "dbias");
+  // Only dbias: the others are empty views.
+  Tensor<Cpu> db2(Shape{5});
+  ops::linear_backward(Cpu{}, View<Cpu>{}, View<Cpu>{}, db2, dyc, xc, wtc.cview().transposed());
+  check_close(db2, dbc, 0, 0, "dbias alone");
+  // Large rows x wide out: the parallel column reduction.
+  auto dy_big = random_tensor<Cpu>(Shape{1000, 300}, rng);
+  auto dy_big_r = to_backend<Reference>(dy_big);
+  Tensor<Cpu> x_big(Shape{1000, 1}), w_big(Shape{300, 1}), db_big(Shape{300});
+  Tensor<Reference> x_big_r(Shape{1000, 1}), w_big_r(Shape{300, 1}), db_big_r(Shape{300});
+  ops::linear_backward(Cpu{}, View<Cpu>{}, View<Cpu>{}, db_big, dy_big, x_big, w_big);
+  ops::linear_backward(Reference{}, View<Reference>{}, View<Reference>{}, db_big_r, dy_big_r, x_big_r,
+                       w_big_r);
+  check_close(db_big, db_big_r, 1e-5, 1e-5, "dbias [1000, 300]");
+}
+
+TEST_CASE("linear_backward: finite differences of dx, dw and dbias") {
+  Rng rng(10);
+  auto x = random_tensor<Cpu>(Shape{2, 3, 6}, rng), w = random_tensor<Cpu>(Shape{4, 6}, rng),
+       bias = random_tensor<Cpu>(Shape{4}, rng), g = random_tensor<Cpu>(Shape{2, 3, 4}, rng);
+  Tensor<Cpu> y(Shape{2, 3, 4}), dx(x.shape()), dw(w.shape()), dbias(bias.shape());
+  ops::linear_backward(Cpu{}, dx, dw, dbias, g, x, w);  // dw, dbias start at zero
+  auto loss = [&] {
+    ops::linear_forward(Cpu{}, y, x, w, bias);
+    return test::weighted_sum<Cpu>(y, g);
+  };
+  test::check_gradient("x", x, dx, loss);
+  test::check_gradient("w", w, dw, loss);
+  test::check_gradient("bias", bias, dbias, loss);
+}
+
+// ---- shape errors -----------------------------------------------------------------------------------
+
+TEST_CASE_TEMPLATE("matmul family: shape errors name the arguments and their shapes", B, Cpu, Reference) {
+  auto t = [](Shape s) { return Tensor<B>(s); };
+  auto a = t({3, 4}), b = t({5, 6}), c = t({3, 6});
+  CHECK_THROWS_WITH_AS(
+      ops::matmul(B{}, c, a, b),
+      doctest::Contains("matmul: inner dimensions mismatch: a has shape [3, 4] and b has shape [5, 6]"),
+      ShapeError);
+  auto b45 = t({4, 5}), c35 = t({3, 5});
+  CHECK_THROWS_WITH_AS(
+      ops::matmul(B{}, c, a, b45),
+      doctest::Contains("c has shape [3, 6] but a has shape [3, 4] and b has shape [4, 5]; c must be "
+                        "[..., 3, 5]"),
+      ShapeError);
+  auto a3 = t({2, 3, 4});
+  CHECK_THROWS_WITH_AS(
+      ops::matmul(B{}, c35, a3, b45),
+      doctest::Contains("a has shape [2, 3, 4], b has shape [4, 5] and c has shape [3, 5]; all three "
+                        "must have the same rank, 2, 3 or 4"),
+      ShapeError);
+  auto b3 = t({3, 4, 5}), c3 = t({2, 3, 5});
+  CHECK_THROWS_WITH_AS(
+      ops::matmul(B{}, c3, a3, b3),
+      doctest::Contains("batch dim 0 of a (shape [2, 3, 4]) and b (shape [3, 4, 5]) must each be 1 or "
+                        "equal c's (shape [2, 3, 5])"),
+      ShapeError);
+  auto a5 = t({1, 1, 1, 3, 4}), b5 = t({1, 1, 1, 4, 5}), c5 = t({1, 1, 1, 3, 5});
+  CHECK_THROWS_WITH_AS(ops::matmul(B{}, c5, a5, b5), doctest::Contains("2, 3 or 4"), ShapeError);
+  auto c53 = t({5, 3});
+  CHECK_THROWS_WITH_AS(
+      ops::matmul(B{}, c53.view().transposed(), a, b45),
+      doctest::Contains("c (shape [3, 5], strides [1, 3]) must have unit stride in its last dim"),
+      ShapeError);
+  CHECK_THROWS_AS(ops::matmul(B{}, c35, a, b45, std::numeric_limits<float>::quiet_NaN()), ValueError);
+
+  auto da = t({4, 3});
+  CHECK_THROWS_WITH_AS(ops::matmul_backward(B{}, da, View<B>{}, c35, a, b45),
+                       doctest::Contains("matmul_backward: da has shape [4, 3] but a has shape [3, 4]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(
+      ops::matmul_backward(B{}, View<B>{}, View<B>{}, c, a, b45),
+      doctest::Contains("matmul_backward: dc has shape [3, 6] but a has shape [3, 4] and b has shape "
+                        "[4, 5]"),
+      ShapeError);
+
+  auto x = t({4, 7}), w = t({5, 8}), y = t({4, 5}), bias = t({4});
+  CHECK_THROWS_WITH_AS(
+      ops::linear_forward(B{}, y, x, w, CView<B>{}),
+      doctest::Contains("linear_forward: inner dimensions mismatch: x has shape [4, 7] but w has shape "
+                        "[5, 8]"),
+      ShapeError);
+  auto x8 = t({4, 8}), y6 = t({4, 6});
+  CHECK_THROWS_WITH_AS(
+      ops::linear_forward(B{}, y6, x8, w, CView<B>{}),
+      doctest::Contains("y has shape [4, 6] but x has shape [4, 8] and w has shape [5, 8]; y must be "
+                        "[4, 5]"),
+      ShapeError);
+  CHECK_THROWS_WITH_AS(ops::linear_forward(B{}, y, x8, w, bias),
+                       doctest::Contains("bias has shape [4] but w has shape [5, 8]; bias must be [5]"),
+                       ShapeError);
+  auto x3 = t({3, 2, 8}), y3 = t({2, 3, 5});
+  CHECK_THROWS_WITH_AS(
+      ops::linear_forward(B{}, y3, x3.cview().permute({1, 0, 2}), w, CView<B>{}),
+      doctest::Contains("x (shape [2, 3, 8], strides [8, 16, 1]) has rank > 2 and must be contiguous"),
+      ShapeError);
+
+  auto dy = t({4, 6}), dw = t({5, 7});
+  CHECK_THROWS_WITH_AS(
+      ops::linear_backward(B{}, View<B>{}, View<B>{}, View<B>{}, dy, x8, w),
+      doctest::Contains("linear_backward: dy has shape [4, 6] but x has shape [4, 8] and w has shape "
+                        "[5, 8]; dy must be [4, 5]"),
+      ShapeError);
+  CHECK_THROWS_WITH_AS(ops::linear_backward(B{}, View<B>{}, dw, View<B>{}, y, x8, w),
+                       doctest::Contains("linear_backward: dw has shape [5, 7] but w has shape [5, 8]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(ops::linear_backward(B{}, View<B>{}, View<B>{}, bias, y, x8, w),
+                       doctest::Contains("linear_backward: dbias has shape [4] but w has shape [5, 8]"),
+                       ShapeError);
+}
