@@ -1,0 +1,42 @@
+#pragma once
+// A dropout site. Its mask is a pure function of (context seed, site id, forward pass), regenerated in
+// backward: nothing is stored, and the same context replays the same mask.
+
+#include <lnformer/core/rng.hpp>
+#include <lnformer/nn/parameter.hpp>
+#include <lnformer/ops/dropout.hpp>
+
+namespace lnformer {
+
+template <class B>
+class Dropout {
+ public:
+  Dropout() = default;
+  /// `site` names the site (any stable string, e.g. "encoder.layers.0.dropout_attn").
+  Dropout(float p, std::string_view site) : p_(p), stream_(detail::stable_hash(site)) {}
+
+  CView<B> forward(CView<B> x, ForwardContext const& ctx) {
+    active_ = ctx.training && p_ > 0.f;
+    if (!active_) return x;
+    key_ = RngKey{ctx.seed, stream_, ctx.pass << 40};  // 2^40 values per site and pass
+    auto y = detail::ensure(y_buf_, x.shape());
+    ops::dropout_forward(B{}, y, x, p_, key_);
+    return y;
+  }
+  CView<B> backward(CView<B> dy) {
+    if (!active_) return dy;
+    auto dx = detail::ensure(dx_buf_, dy.shape());
+    ops::dropout_backward(B{}, dx, dy, p_, key_);
+    return dx;
+  }
+  [[nodiscard]] float p() const { return p_; }
+
+ private:
+  float p_ = 0.f;
+  std::uint64_t stream_ = 0;
+  bool active_ = false;
+  RngKey key_{};
+  Tensor<B> y_buf_, dx_buf_;
+};
+
+}  // namespace lnformer
