@@ -1,0 +1,47 @@
+#pragma once
+// PostLN (Vaswani et al. 2017, BERT): x = LN(x + drop(f(x))); nothing after the stack.
+
+#include <lnformer/norm/concept.hpp>
+#include <lnformer/norm/residual_branch.hpp>
+#include <lnformer/ops/elementwise.hpp>
+
+namespace lnformer {
+
+struct PostLN {
+  static constexpr std::string_view name = "post";
+
+  template <class B>
+  struct Residual {
+    LayerNorm<B> ln;
+    detail::Branch<B> branch;
+
+    Residual(std::int64_t d, float dropout, std::string_view site) : ln(d), branch(dropout, site) {}
+
+    template <class F>
+    CView<B> forward(CView<B> x, F& f, ForwardContext const& ctx) {
+      auto h = branch.forward(x, f, ctx);
+      auto s = detail::ensure(sum_, x.shape());
+      ops::add(B{}, s, x, h);
+      return ln.forward(s);
+    }
+    template <class F>
+    CView<B> backward(CView<B> dy, F& f) {
+      auto ds = ln.backward(dy);                  // d(x + h)
+      auto dxf = branch.backward(ds, f);          // through f
+      auto dx = detail::ensure(dx_, ds.shape());
+      ops::add(B{}, dx, ds, dxf);                 // skip path + branch path
+      return dx;
+    }
+    void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
+      ln.collect(detail::join_name(prefix, names.layer_norm), out);
+    }
+
+   private:
+    Tensor<B> sum_, dx_;
+  };
+
+  template <class B>
+  using Final = Identity<B>;
+};
+
+}  // namespace lnformer

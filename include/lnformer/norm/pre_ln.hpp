@@ -1,0 +1,49 @@
+#pragma once
+// PreLN (Xiong et al. 2020, GPT-2): x = x + drop(f(LN(x))), and a final LayerNorm after the stack
+// (encoder: after the last layer; decoder: before the output projection). Without the final LN a
+// Pre-LN model's output is the unnormalised sum of every branch.
+
+#include <lnformer/norm/concept.hpp>
+#include <lnformer/norm/residual_branch.hpp>
+#include <lnformer/ops/elementwise.hpp>
+
+namespace lnformer {
+
+struct PreLN {
+  static constexpr std::string_view name = "pre";
+
+  template <class B>
+  struct Residual {
+    LayerNorm<B> ln;
+    detail::Branch<B> branch;
+
+    Residual(std::int64_t d, float dropout, std::string_view site) : ln(d), branch(dropout, site) {}
+
+    template <class F>
+    CView<B> forward(CView<B> x, F& f, ForwardContext const& ctx) {
+      auto h = branch.forward(ln.forward(x), f, ctx);
+      auto y = detail::ensure(y_, x.shape());
+      ops::add(B{}, y, x, h);
+      return y;
+    }
+    template <class F>
+    CView<B> backward(CView<B> dy, F& f) {
+      auto dn = branch.backward(dy, f);
+      auto dxln = ln.backward(dn);
+      auto dx = detail::ensure(dx_, dy.shape());
+      ops::add(B{}, dx, dy, dxln);
+      return dx;
+    }
+    void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
+      ln.collect(detail::join_name(prefix, names.layer_norm), out);
+    }
+
+   private:
+    Tensor<B> y_, dx_;
+  };
+
+  template <class B>
+  using Final = LayerNorm<B>;
+};
+
+}  // namespace lnformer

@@ -1,0 +1,23 @@
+#pragma once
+// The piece every policy shares: the sublayer's output followed by the residual dropout, drop(f(x)).
+
+#include <lnformer/nn/dropout.hpp>
+
+namespace lnformer::detail {
+
+template <class B>
+struct Branch {
+  Dropout<B> drop;
+  Branch() = default;
+  Branch(float p, std::string_view site) : drop(p, std::string(site) + ".dropout") {}
+  template <class F>
+  CView<B> forward(CView<B> x, F& f, ForwardContext const& ctx) {
+    return drop.forward(f.forward(x, ctx), ctx);
+  }
+  template <class F>
+  CView<B> backward(CView<B> dy, F& f) {
+    return f.backward(drop.backward(dy));
+  }
+};
+
+}  // namespace lnformer::detail
