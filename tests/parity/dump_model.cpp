@@ -1,0 +1,181 @@
+// dump_model <policy> <seq2seq|lm> <out.safetensors>
+//
+// The C++ half of the PyTorch parity test (tests/parity/parity.py): builds a small model of the
+// given normalization policy, gives every parameter that starts at a constant (LayerNorm gains and
+// biases, linear biases, Admin w, ReZero r) random values so that every path is exercised, runs one
+// forward pass (dropout off) and backward(1) of the summed label-smoothed loss, and writes one
+// safetensors file with
+//   param/<name>, grad/<name>   every parameter and its gradient, under the model's fairseq names;
+//   batch/<name>                the int32 batch tensors (src, src_pos, prev, prev_pos, target for a
+//                               Seq2Seq; input, input_pos, target for a LanguageModel);
+//   logits                      [N, T, V]; loss, nll [1] (F32; the exact doubles are in the metadata)
+// and the metadata: format, policy, kind, config (JSON: every ModelConfig field the model uses),
+// loss, nll, tokens (decimal strings, loss and nll with 17 significant digits).
+//
+// The variants differ per policy so that the parity test covers, across the suite: ReLU and GELU,
+// shared and separate encoder/decoder embeddings, tied and untied output projections, 2 and 4 heads.
+#include <lnformer/lnformer.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+using namespace lnformer;
+
+namespace {
+
+struct Variant {
+  ops::Activation act;
+  bool share_embeddings;
+  bool tie_output;
+  std::int64_t heads;
+};
+
+/// One variant per (policy, kind); see the header comment.
+Variant variant_for(std::string_view policy, bool lm) {
+  using ops::Activation;
+  if (policy == "post") return lm ? Variant{Activation::gelu, true, true, 4} : Variant{Activation::relu, true, true, 2};
+  if (policy == "pre")
+    return lm ? Variant{Activation::relu, true, false, 2} : Variant{Activation::gelu, false, false, 4};
+  if (policy == "admin")
+    return lm ? Variant{Activation::gelu, true, true, 2} : Variant{Activation::relu, true, false, 2};
+  if (policy == "deepnorm")
+    return lm ? Variant{Activation::relu, true, false, 4} : Variant{Activation::gelu, false, true, 4};
+  return lm ? Variant{Activation::gelu, true, true, 4} : Variant{Activation::relu, false, false, 2};  // rezero
+}
+
+ModelConfig make_config(std::string_view policy, bool lm) {
+  Variant const v = variant_for(policy, lm);
+  // Different encoder and decoder depths, so that a swapped DeepNorm constant would show.
+  return ModelConfig{.enc_layers = 3, .dec_layers = lm ? 3 : 2, .d_model = 16, .ffn = 32, .heads = v.heads,
+                     .vocab = 23, .max_positions = 64, .dropout = 0.f, .attention_dropout = 0.f,
+                     .activation_dropout = 0.f, .activation = v.act, .padding_idx = 1,
+                     .share_embeddings = v.share_embeddings, .tie_output = v.tie_output,
+                     .init = InitScheme::fairseq, .zero_init_qk = false, .label_smoothing = 0.1f};
+}
+
+std::string config_json(ModelConfig const& c, bool lm) {
+  nlohmann::json j{{"enc_layers", lm ? 0 : c.enc_layers},
+                   {"dec_layers", c.dec_layers},
+                   {"d_model", c.d_model},
+                   {"ffn", c.ffn},
+                   {"heads", c.heads},
+                   {"vocab", c.vocab},
+                   {"max_positions", c.max_positions},
+                   {"activation", std::string(ops::name(c.activation))},
+                   {"padding_idx", c.padding_idx},
+                   {"share_embeddings", c.share_embeddings},
+                   {"tie_output", c.tie_output},
+                   {"label_smoothing", static_cast<double>(c.label_smoothing)},
+                   {"layer_norm_eps", 1e-5}};
+  return j.dump();
+}
+
+/// Uniform noise in [-0.3, 0.3) on every parameter without weight decay (biases, LayerNorm gains and
+/// biases, Admin w, ReZero r): at their initial constants some paths would be trivially zero.
+template <class Model>
+void perturb_constant_parameters(Model& m, Rng& rng) {
+  for (auto& p : m.parameters()) {
+    if (p.param->decay) continue;
+    auto h = p.param->value.to_host();
+    for (auto& v : h) v += rng.uniform(-0.3f, 0.3f);
+    p.param->value = Tensor<Cpu>(p.param->value.shape(), std::span<float const>(h));
+  }
+}
+
+template <class Model, class BatchT>
+int run(Model& m, BatchT const& batch, std::vector<std::pair<std::string, io::SaveView>> batch_tensors,
+        std::string const& policy, std::string const& kind, std::string const& out) {
+  ForwardContext const ctx{.training = true, .seed = 5};  // training mode: dropout is 0, so it is the identity
+  if constexpr (std::is_same_v<typename Model::norm_policy, AdminLN>) {
+    // Admin's w as in training: profiled on the batch (PAPERS.md section 2), then perturbed below so
+    // that w is a non-constant vector.
+    (void)admin_profile(m, batch, ctx);
+  }
+  Rng rng(20240611);
+  perturb_constant_parameters(m, rng);
+  m.zero_grad();
+  LossStats const s = m.forward(batch, ctx);
+  m.backward(1.f);
+
+  auto const params = m.parameters();
+  std::vector<io::NamedTensor> named;
+  for (auto const& p : params) {
+    named.emplace_back("param/" + p.name, io::SaveView(p.param->value));
+    named.emplace_back("grad/" + p.name, io::SaveView(p.param->grad));
+  }
+  for (auto& [name, v] : batch_tensors) named.emplace_back("batch/" + name, v);
+  named.emplace_back("logits", io::SaveView(m.logits()));
+  Tensor<Cpu> const loss(Shape{1}, std::span<float const>(std::vector<float>{static_cast<float>(s.loss)}));
+  Tensor<Cpu> const nll(Shape{1}, std::span<float const>(std::vector<float>{static_cast<float>(s.nll)}));
+  named.emplace_back("loss", io::SaveView(loss));
+  named.emplace_back("nll", io::SaveView(nll));
+
+  std::map<std::string, std::string> const meta{
+      {"format", "lnformer-parity-1"},
+      {"policy", policy},
+      {"kind", kind},
+      {"config", config_json(m.config(), kind == "lm")},
+      {"loss", fmt::format("{:.17g}", s.loss)},
+      {"nll", fmt::format("{:.17g}", s.nll)},
+      {"tokens", std::to_string(s.tokens)}};
+  io::save_safetensors(out, named, meta);
+  fmt::print("dump_model: {} {}: {} parameters, loss {:.9g} over {} tokens -> {}\n", policy, kind, params.size(),
+             s.loss, s.tokens, out);
+  return 0;
+}
+
+template <class Norm>
+int dump(std::string const& kind, std::string const& out) {
+  std::string const policy(Norm::name);
+  bool const lm = kind == "lm";
+  ModelConfig const c = make_config(policy, lm);
+  if (lm) {
+    // Variable lengths: rows are right-padded; token 0 (bos) and 3 (unk) are ordinary ids here.
+    auto const batch = make_lm_batch<Cpu>({{4, 5, 6, 7, 8, 9}, {10, 11}, {12, 13, 4, 22}, {0, 3, 21}});
+    LanguageModel<Norm, Cpu> m(c, 17);
+    return run(m, batch,
+               {{"input", io::SaveView(batch.input)},
+                {"input_pos", io::SaveView(batch.input_pos)},
+                {"target", io::SaveView(batch.target)}},
+               policy, kind, out);
+  }
+  auto const batch = make_batch<Cpu>({{4, 5, 6, 7, 8}, {9, 10}, {11, 12, 4, 13, 14, 15}, {22, 3}},
+                                     {{5, 6, 7}, {8, 9, 10, 11, 12}, {13}, {0, 20, 21, 4}});
+  Seq2Seq<Norm, Cpu> m(c, 13);
+  return run(m, batch,
+             {{"src", io::SaveView(batch.src)},
+              {"src_pos", io::SaveView(batch.src_pos)},
+              {"prev", io::SaveView(batch.prev)},
+              {"prev_pos", io::SaveView(batch.prev_pos)},
+              {"target", io::SaveView(batch.target)}},
+             policy, kind, out);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 4) {
+    std::fprintf(stderr, "usage: %s <post|pre|admin|deepnorm|rezero> <seq2seq|lm> <out.safetensors>\n", argv[0]);
+    return 2;
+  }
+  std::string const policy = argv[1], kind = argv[2], out = argv[3];
+  if (kind != "seq2seq" && kind != "lm") {
+    std::fprintf(stderr, "dump_model: unknown kind '%s' (seq2seq or lm)\n", kind.c_str());
+    return 2;
+  }
+  try {
+    return dispatch(
+        NormPolicies{}, policy, [&]<class Norm>(TypeTag<Norm>) { return dump<Norm>(kind, out); },
+        "normalization policy");
+  } catch (std::exception const& e) {
+    std::fprintf(stderr, "dump_model: %s\n", e.what());
+    return 1;
+  }
+}
