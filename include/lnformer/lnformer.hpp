@@ -24,6 +24,7 @@
 
 #include <lnformer/model/batch.hpp>
 #include <lnformer/model/config.hpp>
+#include <lnformer/model/generate.hpp>
 #include <lnformer/model/language_model.hpp>
 #include <lnformer/model/seq2seq.hpp>
 

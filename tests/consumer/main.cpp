@@ -1,14 +1,13 @@
 // A user's program, built by tests/consumer/CMakeLists.txt against an installed lnformer or one added
-// with add_subdirectory. It makes a tensor, starts the CPU backend's oneDNN engine, runs an OpenMP
-// loop and prints with fmt, so linking lnformer::lnformer alone must bring every dependency along.
-// run_consumer.cmake checks the printed line. The two backend/core includes stand in for the
-// umbrella header <lnformer/lnformer.hpp>, which will replace them.
-#include <lnformer/backend/cpu/cpu.hpp>
-#include <lnformer/core/tensor.hpp>
-#include <lnformer/version.hpp>
+// with add_subdirectory. It includes only the umbrella header, makes a tensor, starts the CPU backend's
+// oneDNN engine, runs an OpenMP loop, prints with fmt and runs one forward/backward pass of a tiny
+// PreLN Seq2Seq, so linking lnformer::lnformer alone must bring every dependency along and the whole
+// header set must compile outside this source tree. run_consumer.cmake checks the printed line.
+#include <lnformer/lnformer.hpp>
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <span>
 #include <vector>
 
@@ -26,7 +25,16 @@ int main() {
 
   double sum = 0;
   for (float v : t.to_host()) sum += v;
-  fmt::print("lnformer {} consumer ok: shape {}, sum {}, engine kind cpu={}\n", LNF_VERSION_STRING, t.shape(),
-             sum, ctx.engine().get_kind() == dnnl::engine::kind::cpu);
-  return sum == 42.0 ? 0 : 1;
+
+  Seq2Seq<PreLN, Cpu> model(ModelConfig{.enc_layers = 1, .dec_layers = 1, .d_model = 8, .ffn = 16, .heads = 2,
+                                        .vocab = 12, .dropout = 0.f},
+                            /*seed=*/1);
+  auto const batch = make_batch<Cpu>({{4, 5, 6}, {7, 8}}, {{9, 10}, {11}});
+  auto const stats = model.forward(batch, ForwardContext{.training = false});
+  model.backward(1.f);
+  bool const model_ok = std::isfinite(stats.loss) && stats.tokens == 5;
+
+  fmt::print("lnformer {} consumer ok: shape {}, sum {}, engine kind cpu={}, model loss finite={}\n",
+             LNF_VERSION_STRING, t.shape(), sum, ctx.engine().get_kind() == dnnl::engine::kind::cpu, model_ok);
+  return sum == 42.0 && model_ok ? 0 : 1;
 }
