@@ -16,6 +16,7 @@ class Dropout {
   Dropout(float p, std::string_view site) : p_(p), stream_(detail::stable_hash(site)) {}
 
   CView<B> forward(CView<B> x, ForwardContext const& ctx) {
+    shape_ = x.shape();
     active_ = ctx.training && p_ > 0.f;
     if (!active_) return x;
     key_ = RngKey{ctx.seed, stream_, ctx.pass << 40};  // 2^40 values per site and pass
@@ -24,6 +25,8 @@ class Dropout {
     return y;
   }
   CView<B> backward(CView<B> dy) {
+    LNF_EXPECTS(dy.shape() == shape_, "Dropout: dy has shape {} but the input of the last forward had shape {}",
+                dy.shape(), shape_);
     if (!active_) return dy;
     auto dx = detail::ensure(dx_buf_, dy.shape());
     ops::dropout_backward(B{}, dx, dy, p_, key_);
@@ -35,6 +38,7 @@ class Dropout {
   float p_ = 0.f;
   std::uint64_t stream_ = 0;
   bool active_ = false;
+  Shape shape_{};  // of the last forward's input: backward's dy must match it
   RngKey key_{};
   Tensor<B> y_buf_, dx_buf_;
 };

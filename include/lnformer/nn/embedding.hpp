@@ -74,6 +74,7 @@ class TokenEmbedding {
   void forward(View<B> y, TensorView<B, std::int32_t const> ids, TensorView<B, std::int32_t const> positions) {
     LNF_EXPECTS(positions.shape() == ids.shape(), "TokenEmbedding: ids {} and positions {} differ", ids.shape(),
                 positions.shape());
+    check_output("forward", "y", y.shape(), ids.shape());
     ops::embedding_forward(B{}, y, weight.value, ids, embed_scale());
     auto p = detail::ensure(pos_buf_, y.shape());
     ops::embedding_forward(B{}, p, positions_, positions, 1.f);
@@ -81,6 +82,7 @@ class TokenEmbedding {
   }
   /// Accumulates into the embedding gradient for the tokens `ids` of the matching forward.
   void backward(CView<B> dy, TensorView<B, std::int32_t const> ids) {
+    check_output("backward", "dy", dy.shape(), ids.shape());
     ops::embedding_backward(B{}, weight.grad, dy, ids, embed_scale(), padding_idx_);
   }
   [[nodiscard]] std::int64_t dim() const { return d_; }
@@ -93,6 +95,14 @@ class TokenEmbedding {
   }
 
  private:
+  /// y (or dy) must be [*ids.shape, d]: the op alone accepts any layout with as many elements.
+  void check_output(char const* op, char const* name, Shape const& y, Shape const& ids) const {
+    bool ok = y.rank() == ids.rank() + 1 && y[-1] == d_;
+    for (int i = 0; ok && i < ids.rank(); ++i) ok = y[i] == ids[i];
+    LNF_EXPECTS(ok, "TokenEmbedding::{}: {} has shape {} but ids has shape {}; {} must be ids' shape + [{}]", op,
+                name, y, ids, name, d_);
+  }
+
   std::int64_t d_ = 0;
   std::int32_t padding_idx_ = 1;
   Tensor<B> positions_;
