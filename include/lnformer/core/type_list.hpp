@@ -45,11 +45,11 @@ auto dispatch(TypeList<Ts...> list, std::string_view name, F&& f, std::string_vi
   using R = decltype(f(TypeTag<std::tuple_element_t<0, std::tuple<Ts...>>>{}));
   if constexpr (std::is_void_v<R>) {
     bool found = false;
-    ((!found && Ts::name == name ? (f(TypeTag<Ts>{}), found = true) : false), ...);
+    (void)((!found && Ts::name == name ? (f(TypeTag<Ts>{}), found = true) : false), ...);
     LNF_EXPECTS_AS(ValueError, found, "unknown {} '{}'; valid: {}", what, name, type_names(list));
   } else {
     std::optional<R> out;
-    ((!out && Ts::name == name ? (out.emplace(f(TypeTag<Ts>{})), true) : false), ...);
+    (void)((!out && Ts::name == name ? (out.emplace(f(TypeTag<Ts>{})), true) : false), ...);
     LNF_EXPECTS_AS(ValueError, out.has_value(), "unknown {} '{}'; valid: {}", what, name, type_names(list));
     return *std::move(out);
   }
