@@ -24,11 +24,16 @@
 
 #include <lnformer/model/batch.hpp>
 #include <lnformer/model/config.hpp>
-#include <lnformer/model/generate.hpp>
 #include <lnformer/model/language_model.hpp>
 #include <lnformer/model/seq2seq.hpp>
 
+#include <lnformer/decode/greedy.hpp>
+#include <lnformer/metrics/accuracy.hpp>
+
 #include <lnformer/analysis/admin.hpp>
+
+#include <lnformer/optim/optimizers.hpp>
+#include <lnformer/schedule/schedules.hpp>
 
 #include <lnformer/io/parameters.hpp>
 #include <lnformer/io/safetensors.hpp>

@@ -1,4 +1,4 @@
-// Greedy decoding and teacher-forced accuracy (model/generate.hpp).
+// Greedy decoding (decode/greedy.hpp) and teacher-forced accuracy (metrics/accuracy.hpp).
 #include <lnformer/lnformer.hpp>
 
 #include "support.hpp"
@@ -73,6 +73,8 @@ TEST_CASE("teacher_forced_accuracy counts argmax hits over non-padding targets")
   auto const b = make_batch<Cpu>({{4, 5, 6}, {7}}, {{8, 9, 10}, {4}});
   auto const acc = teacher_forced_accuracy(model, b);
   CHECK(acc.total == 6);  // 3 + EOS and 1 + EOS
+  CHECK(acc.loss.tokens == 6);
+  CHECK(acc.loss.loss == doctest::Approx(model.forward(b, ForwardContext{.training = false}).loss));
   auto const am = argmax_all(model, b);
   auto const target = b.target.to_host();
   std::int64_t hits = 0;
