@@ -1,0 +1,174 @@
+#pragma once
+// Trainer<Model, Optimizer, Schedule>: one training step bundled for users who do not write their own
+// loop. It only composes public parts (Model::train_step, clip_grad_norm, the optimizer and the
+// schedule), so a hand-written loop can do exactly the same:
+//
+//   model.zero_grad();
+//   stats = model.train_step(batch, {.training = true, .seed = seed, .pass = step});
+//   norm  = clip_grad_norm(params, clip_norm);            // the norm before clipping
+//   check: loss and norm finite, loss not exploding       // else DivergenceError, nothing updated
+//   opt.step(state, params, schedule(step));
+//
+// The step number is the optimizer state's update count + 1, so a Trainer whose parameters and
+// optimizer state were loaded from a checkpoint (load_checkpoint) continues the schedule and the
+// dropout masks where the saved run stopped.
+//
+// Divergence: a non-finite loss or gradient norm, or (when explode_factor > 0) a mean loss above
+// explode_factor times the lowest mean loss seen so far, throws DivergenceError carrying the step,
+// the learning rate and the last finite loss, before the update: the parameters are those of the
+// last good step.
+
+#include <lnformer/core/error.hpp>
+#include <lnformer/io/parameters.hpp>
+#include <lnformer/io/safetensors.hpp>
+#include <lnformer/model/stack.hpp>
+#include <lnformer/nn/parameter.hpp>
+#include <lnformer/optim/clip.hpp>
+#include <lnformer/optim/concept.hpp>
+#include <lnformer/optim/state_io.hpp>
+#include <lnformer/schedule/concept.hpp>
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+
+namespace lnformer {
+
+struct TrainerOptions {
+  float clip_norm = 0.f;       ///< global-norm clipping threshold; 0 computes the norm without clipping
+  float explode_factor = 10.f; ///< divergence when the mean loss exceeds this times the lowest so far (0: off)
+  std::uint64_t seed = 1;      ///< dropout seed (masks are a function of seed, site and step)
+};
+
+/// A training run diverged. what() says where; the fields say it to programs.
+class DivergenceError : public Error {
+ public:
+  DivergenceError(std::string const& msg, std::int64_t step, float lr, double loss, float grad_norm,
+                  double last_finite_loss)
+      : Error(msg), step(step), lr(lr), loss(loss), grad_norm(grad_norm), last_finite_loss(last_finite_loss) {}
+  std::int64_t step;        ///< the update that was refused
+  float lr;                 ///< its learning rate
+  double loss;              ///< its mean loss per target token (may be non-finite)
+  float grad_norm;          ///< its gradient norm before clipping (may be non-finite)
+  double last_finite_loss;  ///< the last finite mean loss of an accepted step (NaN if none)
+};
+
+/// What one step did.
+struct StepStats {
+  std::int64_t step = 0;  ///< the update's number, from 1
+  LossStats loss;         ///< summed over the batch's target tokens
+  float lr = 0.f;
+  float grad_norm = 0.f;  ///< before clipping
+};
+
+template <class Model, class Opt, class Sched>
+  requires OptimizerFor<Opt, typename Model::backend> && Schedule<Sched>
+class Trainer {
+ public:
+  using backend = typename Model::backend;
+  using State = typename Opt::template State<backend>;
+
+  Trainer(Model& model, Opt opt, Sched schedule, TrainerOptions options = {})
+      : model_(model),
+        params_(model.parameters()),
+        opt_(std::move(opt)),
+        schedule_(std::move(schedule)),
+        options_(options),
+        state_(opt_.make_state(params_)) {
+    schedule_.validate();
+    LNF_EXPECTS_AS(ValueError, options_.clip_norm >= 0.f && std::isfinite(options_.clip_norm),
+                   "Trainer: clip_norm {} must be finite and >= 0", options_.clip_norm);
+    LNF_EXPECTS_AS(ValueError, options_.explode_factor == 0.f || options_.explode_factor > 1.f,
+                   "Trainer: explode_factor {} must be 0 (off) or > 1", options_.explode_factor);
+  }
+
+  /// One update from `batch` (a Batch or LmBatch the model's train_step takes).
+  template <class BatchT>
+  StepStats step(BatchT const& batch) {
+    std::int64_t const t = state_.step + 1;
+    model_.zero_grad();
+    StepStats s;
+    s.step = t;
+    s.loss = model_.train_step(batch, ForwardContext{.training = true,
+                                                     .seed = options_.seed,
+                                                     .pass = static_cast<std::uint64_t>(t)});
+    s.lr = schedule_(t);
+    s.grad_norm = clip_grad_norm(params_, options_.clip_norm);
+    double const mean = s.loss.mean_loss();
+    bool const finite = std::isfinite(mean) && std::isfinite(s.grad_norm);
+    bool const exploded = finite && options_.explode_factor > 0.f && std::isfinite(best_loss_) &&
+                          mean > static_cast<double>(options_.explode_factor) * best_loss_;
+    if (!finite || exploded) {
+      throw DivergenceError(
+          fmt::format("training diverged at step {} (learning rate {:.4g}): {}; last finite loss {}", t, s.lr,
+                      finite ? fmt::format("loss {:.4f} is more than {} times the lowest so far ({:.4f})", mean,
+                                           options_.explode_factor, best_loss_)
+                             : fmt::format("loss {}, gradient norm {}", mean, s.grad_norm),
+                      std::isfinite(last_finite_) ? fmt::format("{:.4f}", last_finite_) : std::string("none")),
+          t, s.lr, mean, s.grad_norm, last_finite_);
+    }
+    opt_.step(state_, params_, s.lr);
+    last_finite_ = mean;
+    if (s.loss.tokens > 0) best_loss_ = std::isfinite(best_loss_) ? std::min(best_loss_, mean) : mean;
+    return s;
+  }
+
+  /// Updates done so far.
+  [[nodiscard]] std::int64_t steps() const { return state_.step; }
+  [[nodiscard]] Model& model() { return model_; }
+  [[nodiscard]] ParameterList<backend> const& parameters() const { return params_; }
+  [[nodiscard]] Opt const& optimizer() const { return opt_; }
+  [[nodiscard]] State& optimizer_state() { return state_; }
+  [[nodiscard]] Sched const& schedule() const { return schedule_; }
+  [[nodiscard]] TrainerOptions const& options() const { return options_; }
+
+  /// Parameters and optimizer state in one safetensors file (written atomically).
+  void save_checkpoint(std::string const& path) const {
+    auto tensors = io::optimizer_state_tensors(state_);
+    std::vector<Tensor<Cpu>> host;  // only for non-CPU backends
+    host.reserve(params_.size());
+    for (auto const& p : params_) {
+      if constexpr (std::is_same_v<backend, Cpu>) {
+        tensors.emplace_back(p.name, io::SaveView(p.param->value.cview()));
+      } else {
+        auto const h = p.param->value.to_host();
+        host.emplace_back(p.param->value.shape(), std::span<float const>(h));
+        tensors.emplace_back(p.name, io::SaveView(host.back().cview()));
+      }
+    }
+    auto meta = io::optimizer_state_metadata(opt_, state_);
+    meta["trainer/best_loss"] = fmt::format("{}", best_loss_);
+    meta["trainer/last_finite_loss"] = fmt::format("{}", last_finite_);
+    io::save_safetensors(path, tensors, meta);
+  }
+  /// Restores what save_checkpoint wrote; a mismatch (names, shapes, optimizer) is an IoError and
+  /// leaves the optimizer state as it was.
+  void load_checkpoint(std::string const& path) {
+    auto const file = io::SafetensorsFile::open(path);
+    io::load_optimizer_state(file, opt_, state_);
+    io::load_parameters(file, params_, io::LoadOptions{.allow_extra = true});
+    auto const& meta = file.metadata();
+    auto read = [&](char const* key) {
+      auto it = meta.find(key);
+      return it == meta.end() ? std::numeric_limits<double>::quiet_NaN() : std::stod(it->second);
+    };
+    best_loss_ = read("trainer/best_loss");
+    last_finite_ = read("trainer/last_finite_loss");
+  }
+
+ private:
+  Model& model_;
+  ParameterList<backend> params_;
+  Opt opt_;
+  Sched schedule_;
+  TrainerOptions options_;
+  State state_;
+  double best_loss_ = std::numeric_limits<double>::quiet_NaN();
+  double last_finite_ = std::numeric_limits<double>::quiet_NaN();
+};
+
+}  // namespace lnformer

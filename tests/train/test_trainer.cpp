@@ -1,0 +1,185 @@
+// Trainer: every Norm x Optimizer pair learns a small algorithmic task, divergence is detected before
+// the update, a checkpoint resumes bit-exactly, and runtime names turn into types.
+#include <lnformer/data/synthetic.hpp>
+#include <lnformer/lnformer.hpp>
+#include <lnformer/train/trainer.hpp>
+
+#include "support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+using namespace lnformer;
+
+namespace {
+
+SyntheticTask small_task() {
+  return SyntheticTask{.kind = SyntheticKind::reverse, .symbols = 6, .min_len = 2, .max_len = 5};
+}
+
+ModelConfig small_model(SyntheticTask const& task, int layers = 1, float dropout = 0.f) {
+  return ModelConfig{.enc_layers = layers, .dec_layers = layers, .d_model = 16, .ffn = 32, .heads = 2,
+                     .vocab = task.vocab(), .max_positions = 16, .dropout = dropout};
+}
+
+/// The optimizer and a learning rate per optimizer family that train the small task in 150 steps.
+template <class O>
+O make_optimizer() {
+  if constexpr (std::is_same_v<O, Sgd>) return Sgd{.momentum = 0.9f};
+  else return O{.beta2 = 0.98f};
+}
+template <class O>
+float learning_rate() {
+  return std::is_same_v<O, Sgd> ? 0.3f : 3e-3f;
+}
+
+std::filesystem::path temp_path(std::string const& name) {
+  return std::filesystem::temp_directory_path() / ("lnformer_test_trainer_" + name);
+}
+
+}  // namespace
+
+TEST_CASE("every Norm x Optimizer pair lowers the loss on the reverse task") {
+  constexpr int kSteps = 150;
+  auto const task = small_task();
+  for_each_type(NormPolicies{}, [&](auto norm_tag) {
+    using Norm = typename decltype(norm_tag)::type;
+    for_each_type(Optimizers{}, [&](auto opt_tag) {
+      using O = typename decltype(opt_tag)::type;
+      CAPTURE(Norm::name);
+      CAPTURE(O::name);
+      Seq2Seq<Norm, Cpu> model(small_model(task), 3);
+      Rng rng(11, 1);
+      if constexpr (std::is_same_v<Norm, AdminLN>) {
+        auto const ex = task.sample(rng, 32);
+        apply_admin_profile(model, admin_profile(model, make_batch<Cpu>(ex), ForwardContext{}));
+      }
+      Trainer trainer(model, make_optimizer<O>(), Constant{.lr = learning_rate<O>()},
+                      TrainerOptions{.clip_norm = 1.f});
+      double first = 0, last = 0;
+      for (int step = 1; step <= kSteps; ++step) {
+        auto const s = trainer.step(make_batch<Cpu>(task.sample(rng, 32)));
+        REQUIRE(s.step == step);
+        REQUIRE(std::isfinite(s.loss.loss));
+        if (step <= 5) first += s.loss.mean_loss() / 5;
+        if (step > kSteps - 5) last += s.loss.mean_loss() / 5;
+      }
+      // The stated factor: the mean loss of the last 5 steps is at most 80% of the first 5 steps'
+      // (measured: 0.36-0.49 with the Adam family, 0.46-0.74 with SGD).
+      CHECK(last < 0.8 * first);
+      CHECK(trainer.steps() == kSteps);
+    });
+  });
+}
+
+TEST_CASE("a deep PostLN model at a large learning rate without warm-up is reported as diverged") {
+  auto const task = small_task();
+  Seq2Seq<PostLN, Cpu> model(small_model(task, /*layers=*/6), 5);
+  Trainer trainer(model, Adam{.beta2 = 0.98f}, Constant{.lr = 2.f});
+  Rng rng(3, 1);
+  bool diverged = false;
+  for (int step = 1; step <= 100 && !diverged; ++step) {
+    auto const batch = make_batch<Cpu>(task.sample(rng, 32));
+    try {
+      trainer.step(batch);
+    } catch (DivergenceError const& e) {
+      diverged = true;
+      CHECK(e.step == step);
+      CHECK(e.lr == 2.f);
+      CHECK(e.step >= 2);  // the first step's loss is finite at initialisation
+      CHECK(std::isfinite(e.last_finite_loss));
+      CHECK(trainer.steps() == step - 1);  // the refused update was not applied
+      std::string const msg = e.what();
+      CHECK(msg.find(fmt::format("diverged at step {}", step)) != std::string::npos);
+      CHECK(msg.find("learning rate 2)") != std::string::npos);
+      CHECK(msg.find("last finite loss") != std::string::npos);
+    }
+  }
+  CHECK(diverged);
+}
+
+TEST_CASE("a non-finite parameter stops the first step and leaves the parameters untouched") {
+  auto const task = small_task();
+  Seq2Seq<PreLN, Cpu> model(small_model(task), 5);
+  auto params = model.parameters();
+  params[3].param->value.data()[0] = std::nanf("");
+  auto const before = params[5].param->value.to_host();
+  Trainer trainer(model, Adam{}, Constant{.lr = 1e-3f});
+  Rng rng(3, 1);
+  CHECK_THROWS_WITH_AS(trainer.step(make_batch<Cpu>(task.sample(rng, 4))),
+                       doctest::Contains("last finite loss none"), DivergenceError);
+  CHECK(trainer.steps() == 0);
+  CHECK(params[5].param->value.to_host() == before);
+}
+
+TEST_CASE("a checkpoint resumes bit-exactly: 2N steps == N steps, save, new model, load, N steps") {
+  auto const task = small_task();
+  auto const config = small_model(task, 1, /*dropout=*/0.1f);  // dropout on: masks follow the step
+  constexpr int kHalf = 4;
+  auto batches = [&] {
+    Rng rng(21, 1);
+    std::vector<Batch<Cpu>> v;
+    for (int i = 0; i < 2 * kHalf; ++i) v.push_back(make_batch<Cpu>(task.sample(rng, 16)));
+    return v;
+  }();
+  auto const path = temp_path("resume.safetensors").string();
+  InverseSqrt const sched{.peak = 2e-3f, .warmup = 3};
+
+  Seq2Seq<AdminLN, Cpu> straight(config, 9);
+  Trainer t1(straight, RAdam{}, sched, TrainerOptions{.clip_norm = 0.5f, .seed = 4});
+  for (auto const& b : batches) t1.step(b);
+
+  Seq2Seq<AdminLN, Cpu> first(config, 9);
+  Trainer t2(first, RAdam{}, sched, TrainerOptions{.clip_norm = 0.5f, .seed = 4});
+  for (int i = 0; i < kHalf; ++i) t2.step(batches[i]);
+  t2.save_checkpoint(path);
+
+  Seq2Seq<AdminLN, Cpu> resumed(config, 1234);  // a different initialisation: the file must override it
+  Trainer t3(resumed, RAdam{}, sched, TrainerOptions{.clip_norm = 0.5f, .seed = 4});
+  t3.load_checkpoint(path);
+  CHECK(t3.steps() == kHalf);
+  for (int i = kHalf; i < 2 * kHalf; ++i) CHECK(t3.step(batches[i]).step == i + 1);
+
+  auto const a = straight.parameters(), b = resumed.parameters();
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].name);
+    CHECK(a[i].param->value.to_host() == b[i].param->value.to_host());
+  }
+
+  // A checkpoint of another optimizer is refused with a message that says so.
+  Seq2Seq<AdminLN, Cpu> other(config, 9);
+  Trainer t4(other, Adam{}, sched);
+  CHECK_THROWS_WITH_AS(t4.load_checkpoint(path), doctest::Contains("radam"), Error);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("runtime names become types once; unknown names list the valid ones") {
+  std::string seen;
+  dispatch(NormPolicies{}, "admin", [&](auto n) {
+    dispatch(Optimizers{}, "adamw", [&](auto o) {
+      dispatch(Schedules{}, "inverse_sqrt", [&](auto s) {
+        seen = fmt::format("{}/{}/{}", decltype(n)::type::name, decltype(o)::type::name, decltype(s)::type::name);
+      }, "schedule");
+    }, "optimizer");
+  }, "norm");
+  CHECK(seen == "admin/adamw/inverse_sqrt");
+  CHECK_THROWS_WITH_AS(dispatch(Optimizers{}, "adagrad", [](auto) {}, "optimizer"),
+                       doctest::Contains("unknown optimizer 'adagrad'; valid: sgd, adam, adamw, radam"), ValueError);
+  CHECK_THROWS_WITH_AS(dispatch(NormPolicies{}, "mid", [](auto) {}, "norm"),
+                       doctest::Contains("valid: post, pre, admin, deepnorm, rezero"), ValueError);
+}
+
+TEST_CASE("Trainer rejects bad options") {
+  auto const task = small_task();
+  Seq2Seq<PreLN, Cpu> model(small_model(task), 5);
+  CHECK_THROWS_WITH_AS(Trainer(model, Adam{}, Constant{}, TrainerOptions{.clip_norm = -1.f}),
+                       doctest::Contains("clip_norm -1"), ValueError);
+  CHECK_THROWS_WITH_AS(Trainer(model, Adam{}, Constant{}, TrainerOptions{.explode_factor = 0.5f}),
+                       doctest::Contains("explode_factor 0.5"), ValueError);
+  CHECK_THROWS_AS(Trainer(model, Adam{.beta1 = 1.5f}, Constant{}), ValueError);
+}
