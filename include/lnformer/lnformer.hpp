@@ -31,6 +31,10 @@
 #include <lnformer/metrics/accuracy.hpp>
 
 #include <lnformer/analysis/admin.hpp>
+#include <lnformer/analysis/dependency.hpp>
+#include <lnformer/analysis/fit.hpp>
+#include <lnformer/analysis/gradients.hpp>
+#include <lnformer/analysis/perturbation.hpp>
 
 #include <lnformer/optim/optimizers.hpp>
 #include <lnformer/schedule/schedules.hpp>
