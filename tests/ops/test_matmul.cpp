@@ -199,6 +199,28 @@ TEST_CASE("matmul: repeated calls with the same shapes do not grow the primitive
   CHECK(ctx.cached_primitives() == with_alpha);
 }
 
+TEST_CASE("matmul: the primitive cache keeps the most recently used entries and stays correct") {
+  auto& ctx = cpu::context();
+  std::size_t const saved = ctx.capacity();
+  CHECK_THROWS_WITH_AS(ctx.set_capacity(3), doctest::Contains("3 entries is too few"), ValueError);
+  ctx.set_capacity(16);
+  CHECK(ctx.cached_primitives() <= 16);  // shrinking evicts at once
+  Rng rng(17);
+  auto product = [&](std::int64_t m) {  // one new primitive per m
+    auto ar = random_tensor<Reference>(Shape{m, 7}, rng), br = random_tensor<Reference>(Shape{7, 3}, rng);
+    Tensor<Reference> cr(Shape{m, 3});
+    Tensor<Cpu> c(Shape{m, 3});
+    ops::matmul(Reference{}, cr, ar, br);
+    ops::matmul(Cpu{}, c, to_backend<Cpu>(ar), to_backend<Cpu>(br));
+    check_close(c, cr, kRtol, kAtol, fmt::format("matmul m={} with a 16-entry cache", m));
+  };
+  for (std::int64_t m = 1; m <= 40; ++m) product(m);
+  CHECK(ctx.cached_primitives() == 16);
+  product(1);  // evicted long ago: rebuilt, still right
+  CHECK(ctx.cached_primitives() == 16);
+  ctx.set_capacity(saved);
+}
+
 // ---- matmul_backward ------------------------------------------------------------------------------
 
 TEST_CASE("matmul_backward: Cpu agrees with Reference, including broadcast batch dims") {

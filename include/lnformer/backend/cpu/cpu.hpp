@@ -15,6 +15,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <list>
 #include <unordered_map>
 
 namespace lnformer {
@@ -80,23 +81,53 @@ class Context {
 
   /// The cached entry of type E for `key`, built by `make()` the first time the key is seen.
   /// E must derive from detail::CacheEntryBase; one key must always be used with one type.
+  /// The cache keeps the `capacity()` most recently used entries: varying shapes (token-based
+  /// batches, decoding) would otherwise grow it without bound. The reference returned stays valid
+  /// until the next `capacity()` distinct keys have been used.
   template <class E, class Make>
   E& cached(std::string const& key, Make&& make) {
     auto it = cache_.find(key);
-    if (it == cache_.end()) {
-      std::unique_ptr<detail::CacheEntryBase> entry;
-      LNF_DNNL_CHECK(entry = std::make_unique<E>(make()));
-      it = cache_.emplace(key, std::move(entry)).first;
+    if (it != cache_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second.pos);  // most recently used first
+      return static_cast<E&>(*it->second.entry);
     }
-    return static_cast<E&>(*it->second);
+    std::unique_ptr<detail::CacheEntryBase> entry;
+    LNF_DNNL_CHECK(entry = std::make_unique<E>(make()));
+    lru_.push_front(key);
+    it = cache_.emplace(key, Slot{std::move(entry), lru_.begin()}).first;
+    evict();
+    return static_cast<E&>(*it->second.entry);
   }
   [[nodiscard]] std::size_t cached_primitives() const { return cache_.size(); }
-  void clear_cache() { cache_.clear(); }
+  [[nodiscard]] std::size_t capacity() const { return capacity_; }
+  /// At least 16: one op may hold a few entries at once.
+  void set_capacity(std::size_t n) {
+    LNF_EXPECTS_AS(ValueError, n >= 16, "cpu::Context::set_capacity: {} entries is too few (at least 16)", n);
+    capacity_ = n;
+    evict();
+  }
+  void clear_cache() {
+    cache_.clear();
+    lru_.clear();
+  }
 
  private:
+  struct Slot {
+    std::unique_ptr<detail::CacheEntryBase> entry;
+    std::list<std::string>::iterator pos;
+  };
+  void evict() {
+    while (cache_.size() > capacity_) {
+      cache_.erase(lru_.back());
+      lru_.pop_back();
+    }
+  }
+
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::unordered_map<std::string, std::unique_ptr<detail::CacheEntryBase>> cache_;
+  std::size_t capacity_ = 2048;
+  std::list<std::string> lru_;  // keys, most recently used first
+  std::unordered_map<std::string, Slot> cache_;
 };
 
 inline Context& context() {
