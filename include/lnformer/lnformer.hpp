@@ -27,7 +27,9 @@
 #include <lnformer/model/language_model.hpp>
 #include <lnformer/model/seq2seq.hpp>
 
+#include <lnformer/decode/beam.hpp>
 #include <lnformer/decode/greedy.hpp>
+#include <lnformer/decode/incremental.hpp>
 #include <lnformer/metrics/accuracy.hpp>
 
 #include <lnformer/analysis/admin.hpp>

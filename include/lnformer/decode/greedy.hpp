@@ -1,12 +1,11 @@
 #pragma once
 // Greedy decoding for Seq2Seq models.
 //
-// greedy_decode re-runs the decoder over the whole prefix at every step (no incremental key/value
-// cache): O(T^2) decoder work per sentence, which is fine for evaluation on short sequences and uses
-// nothing but the model's ordinary forward pass, so every normalization policy and backend decodes
-// the same way it trains. Rows of one call grow in lockstep; a row that has produced EOS is finished
-// and its later outputs are ignored.
+// greedy_decode runs on the IncrementalDecoder (decode/incremental.hpp): the encoder once, then one
+// decoder position per step with key/value caches, O(T) work per step; every normalization policy
+// and backend decodes through the policy's own residual forward, in evaluation mode.
 
+#include <lnformer/decode/incremental.hpp>
 #include <lnformer/model/batch.hpp>
 #include <lnformer/model/seq2seq.hpp>
 
@@ -36,40 +35,39 @@ inline std::int32_t argmax_row(std::vector<float> const& logits, std::int64_t ro
 }  // namespace detail
 
 /// The model's most likely output for each source sentence (tokens without the final EOS), at most
-/// max_len tokens each. The model runs in evaluation mode (no dropout).
+/// max_len tokens each. The model runs in evaluation mode (no dropout). Each step takes the argmax
+/// over the whole vocabulary; a predicted padding id is emitted (and fed back) as unk. Decoding is
+/// incremental (decode/incremental.hpp): the encoder runs once, each step costs O(t), and rows that
+/// produced EOS leave the batch. beam_search (decode/beam.hpp) with beam = 1 is greedy search with
+/// fairseq's rules instead (padding never predicted, min/max length relative to the source, scores).
 template <class Norm, class B>
 std::vector<std::vector<std::int32_t>> greedy_decode(Seq2Seq<Norm, B>& model,
                                                      std::vector<std::vector<std::int32_t>> const& src,
                                                      std::int64_t max_len, SpecialTokens sp = {}) {
   LNF_EXPECTS_AS(ValueError, max_len >= 0, "greedy_decode: max_len {} must be >= 0", max_len);
   std::size_t const n = src.size();
-  std::vector<std::vector<std::int32_t>> out(n), prefix(n);
-  std::vector<bool> done(n, false);
-  if (n == 0) return out;
+  std::vector<std::vector<std::int32_t>> out(n);
+  if (n == 0 || max_len == 0) return out;
   std::int64_t const v = model.config().vocab;
-  ForwardContext const eval{.training = false};
-  for (std::int64_t t = 0; t < max_len; ++t) {
-    // prefix[i] has t tokens; make_batch's decoder input is EOS + prefix, so position t predicts
-    // token t. The target (prefix + EOS) only feeds the unused loss.
-    auto const batch = make_batch<B>(src, prefix, sp);
-    (void)model.forward(batch, eval);
-    auto const logits = detail::view_to_host(model.logits());
-    std::int64_t const tt = t + 1;
-    bool all_done = true;
-    for (std::size_t i = 0; i < n; ++i) {
-      std::int32_t tok = detail::argmax_row(logits, static_cast<std::int64_t>(i) * tt + t, v);
-      if (!done[i]) {
-        if (tok == sp.eos) {
-          done[i] = true;
-        } else {
-          if (tok == sp.pad) tok = sp.unk;  // never feed padding back in: it would be masked
-          out[i].push_back(tok);
-        }
-      }
-      prefix[i].push_back(done[i] ? sp.eos : out[i].back());
-      all_done = all_done && done[i];
+  IncrementalDecoder<Norm, B> dec(model);
+  dec.start(src, sp);
+  std::vector<std::int32_t> row_sent(n), tokens(n, sp.eos);  // sentence of each decoder row, its input
+  for (std::size_t i = 0; i < n; ++i) row_sent[i] = static_cast<std::int32_t>(i);
+  for (std::int64_t t = 0; t < max_len && !row_sent.empty(); ++t) {
+    auto const logits = detail::view_to_host(dec.advance(tokens));
+    std::vector<std::int32_t> parents, next_sent, next_tokens;
+    for (std::size_t r = 0; r < row_sent.size(); ++r) {
+      std::int32_t tok = detail::argmax_row(logits, static_cast<std::int64_t>(r), v);
+      if (tok == sp.eos) continue;      // finished: the row leaves the batch
+      if (tok == sp.pad) tok = sp.unk;  // never feed padding back in: it would be masked
+      out[static_cast<std::size_t>(row_sent[r])].push_back(tok);
+      parents.push_back(static_cast<std::int32_t>(r));
+      next_sent.push_back(row_sent[r]);
+      next_tokens.push_back(tok);
     }
-    if (all_done) break;
+    if (t + 1 < max_len && !parents.empty()) dec.reorder(parents);
+    row_sent = std::move(next_sent);
+    tokens = std::move(next_tokens);
   }
   return out;
 }
