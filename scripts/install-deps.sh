@@ -17,6 +17,8 @@ packages=(
   ocl-icd-opencl-dev opencl-headers
   # tests, tools and optional parts
   doctest-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev
+  # the figures tool (examples/paper_figures renders its PNGs with gnuplot)
+  gnuplot-nox
   # fuzzing (libFuzzer runtime)
   clang libclang-rt-14-dev
   # PyTorch for the parity tests and benchmark baselines, with OpenMP OpenBLAS behind numpy

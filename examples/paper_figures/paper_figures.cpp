@@ -1,0 +1,733 @@
+// paper_figures: runs the measurements of Xiong et al. 2020 and Liu et al. 2020 (PAPERS.md sections 3
+// and 4) for PostLN, PreLN and AdminLN through the library's analysis tools, and writes each as CSV
+// plus a gnuplot script and its PNG into --out (default figures/):
+//
+//   grad_norms     per-layer FFN gradient norm at initialisation, 6-6 model (Xiong et al., Figure 3)
+//   theorem1       ||dL/dW2|| of the last decoder layer against depth, log-log fit (Xiong, Theorem 1)
+//   output_change  |F(x, W) - F(x, W + delta)|^2 against the encoder's sublayer count N, random-sign and
+//                  gradient-sign perturbations, linear and log fits (Liu et al., Figure 4)
+//   dependency     beta_{i,j} of the encoder at initialisation, one heat map per policy (Liu, Fig. 7)
+//   admin_profile  the w of every sublayer that Admin's profiling sets (and admin-torch's closed form)
+//   warmup         training curves on the synthetic reverse task: PostLN with and without warm-up,
+//                  PreLN without, at two learning rates (Xiong et al., the warm-up experiment)
+//
+//   paper_figures                                   everything, small models (a few minutes, 2 cores)
+//   paper_figures --only theorem1,output_change     a subset
+//   paper_figures --d-model 512 --ffn 1024 --depths 6,12,18,24 --max-sublayers 48   the papers' sizes
+//
+// Without gnuplot the CSVs and .gp scripts are still written; `cd DIR && gnuplot NAME.gp` renders them.
+// The fitted quantities are printed to stdout, progress to stderr.
+
+#include <lnformer/analysis/admin.hpp>
+#include <lnformer/analysis/dependency.hpp>
+#include <lnformer/analysis/fit.hpp>
+#include <lnformer/analysis/gradients.hpp>
+#include <lnformer/analysis/perturbation.hpp>
+#include <lnformer/core/type_list.hpp>
+#include <lnformer/data/synthetic.hpp>
+#include <lnformer/metrics/accuracy.hpp>
+#include <lnformer/norm/policies.hpp>
+#include <lnformer/optim/optimizers.hpp>
+#include <lnformer/schedule/schedules.hpp>
+#include <lnformer/train/trainer.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace lnformer;
+namespace fs = std::filesystem;
+
+namespace {
+
+using FigurePolicies = TypeList<PostLN, PreLN, AdminLN>;
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::string> const kFigures{"grad_norms", "theorem1", "output_change", "dependency", "admin_profile",
+                                        "warmup"};
+
+struct Options {
+  std::string out = "figures";
+  std::vector<std::string> only;
+  std::vector<std::string> norms{"post", "pre", "admin"};
+  // the measured models (the analysis tests' sizes by default)
+  std::int64_t d_model = 32;
+  std::int64_t ffn = 0;  // 0: 2 * d_model
+  std::int64_t heads = 4;
+  float dropout = 0.3f;
+  int batches = 3;
+  int batch_size = 16;
+  int layers = 6;  // grad_norms, dependency, admin_profile
+  std::vector<int> depths{3, 6, 12, 24};
+  int seeds = 2;
+  int max_sublayers = 32;
+  int perturb_seeds = 3;
+  float perturb_dropout = 0.f;
+  // warm-up experiment
+  int steps = 100;
+  int warmup = 25;
+  std::vector<float> lrs{5e-4f, 1e-3f};
+  int warm_layers = 6;
+  std::int64_t warm_d_model = 32;
+  int warm_batch = 32;
+  int eval_every = 25;
+  int held_out = 200;
+  std::uint64_t seed = 1;
+  int threads = 0;
+  bool no_png = false;
+};
+
+std::string pretty(std::string_view norm) {
+  if (norm == "post") return "Post-LN";
+  if (norm == "pre") return "Pre-LN";
+  if (norm == "admin") return "Admin";
+  return std::string(norm);
+}
+
+// ---- progress and output -------------------------------------------------------------------------
+
+Clock::time_point const g_start = Clock::now();
+double elapsed() { return std::chrono::duration<double>(Clock::now() - g_start).count(); }
+
+/// "[theorem1] pre, L = 12 (5/12)  34.2 s": one line, rewritten in place on a terminal.
+struct Progress {
+  bool tty = isatty(fileno(stderr)) != 0;
+  void operator()(std::string_view fig, std::string const& what, int i, int n) const {
+    std::fflush(stdout);
+    auto const line = fmt::format("[{}] {} ({}/{})  {:.1f} s elapsed", fig, what, i, n, elapsed());
+    if (tty)
+      fmt::print(stderr, "\r{:<110}", line);
+    else
+      fmt::print(stderr, "{}\n", line);
+    std::fflush(stderr);
+  }
+  void clear() const {
+    if (tty) fmt::print(stderr, "\r{:<110}\r", "");
+  }
+};
+Progress const progress;
+
+void write_file(fs::path const& p, std::string const& text) {
+  std::ofstream f(p, std::ios::trunc);
+  LNF_EXPECTS_AS(IoError, f.good(), "cannot write {}", p.string());
+  f << text;
+  f.flush();
+  LNF_EXPECTS_AS(IoError, f.good(), "writing {} failed", p.string());
+}
+
+bool have_gnuplot() {
+  static bool const yes = std::system("command -v gnuplot >/dev/null 2>&1") == 0;
+  return yes;
+}
+
+/// The start of every script: a small PNG (pngcairo when gnuplot has it), CSV input.
+std::string gp_header(std::string const& name, int w = 800, int h = 500) {
+  return fmt::format(
+      "# {0}.png from {0}.csv; render with: gnuplot {0}.gp (in this directory)\n"
+      "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {{\n"
+      "  set terminal pngcairo size {1},{2} noenhanced font ',10'\n"
+      "}} else {{\n"
+      "  set terminal png size {1},{2} noenhanced\n"
+      "}}\n"
+      "set output '{0}.png'\n"
+      "set datafile separator comma\n"
+      "set grid\n"
+      "set key top left\n",
+      name, w, h);
+}
+
+/// Writes NAME.gp and renders it when gnuplot is there and rendering is not off.
+void render(Options const& o, std::string const& name, std::string const& script) {
+  fs::path const dir(o.out);
+  write_file(dir / (name + ".gp"), script);
+  if (o.no_png) return;
+  if (!have_gnuplot()) return;
+  auto const cmd = fmt::format("cd '{}' && gnuplot '{}.gp'", dir.string(), name);
+  if (std::system(cmd.c_str()) != 0)
+    fmt::print(stderr, "paper_figures: gnuplot failed on {}; the CSV is there\n", (dir / (name + ".gp")).string());
+}
+
+/// gnuplot's colour for a policy, so that it is the same in every figure.
+std::string colour(std::string_view norm) {
+  if (norm == "post") return "#d62728";
+  if (norm == "pre") return "#1f77b4";
+  if (norm == "admin") return "#2ca02c";
+  return "#7f7f7f";
+}
+
+// ---- shared data ---------------------------------------------------------------------------------
+
+SyntheticTask measure_task() {
+  return SyntheticTask{.kind = SyntheticKind::reverse, .symbols = 16, .min_len = 6, .max_len = 12};
+}
+
+ModelConfig measure_config(Options const& o, int layers, float dropout) {
+  return ModelConfig{.enc_layers = layers,
+                     .dec_layers = layers,
+                     .d_model = o.d_model,
+                     .ffn = o.ffn > 0 ? o.ffn : 2 * o.d_model,
+                     .heads = o.heads,
+                     .vocab = measure_task().vocab(),
+                     .max_positions = 64,
+                     .dropout = dropout};
+}
+
+std::vector<Batch<Cpu>> make_batches(int n, std::size_t size, std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<Batch<Cpu>> out;
+  for (int i = 0; i < n; ++i) out.push_back(make_batch<Cpu>(measure_task().sample(rng, size)));
+  return out;
+}
+
+// Training mode (dropout on where the config has it), fixed masks: the analysis tests' context.
+ForwardContext const kCtx{.training = true, .seed = 17, .pass = 0};
+
+template <class F>
+void for_each_norm(Options const& o, F&& f) {
+  for (auto const& n : o.norms) dispatch(FigurePolicies{}, n, f, "--norms");
+}
+
+std::string list(std::vector<double> const& v, char const* f = "{:.4g}") {
+  std::string s;
+  for (double x : v) s += (s.empty() ? "" : ", ") + fmt::format(fmt::runtime(f), x);
+  return s;
+}
+
+// ---- 1. grad_norms (Xiong et al., Figure 3) -------------------------------------------------------
+
+void fig_grad_norms(Options const& o) {
+  auto const bs = make_batches(o.batches, static_cast<std::size_t>(o.batch_size), 5);
+  std::string csv = "policy,stack,layer,fc1,fc2,ffn,all\n";
+  int i = 0;
+  int const n = static_cast<int>(o.norms.size());
+  fmt::print("\ngrad_norms: ||dL/dW|| of each layer's FFN weights (fc1 and fc2) at initialisation, {}-{} model, "
+             "d {}, mean over {} batches of {}\n",
+             o.layers, o.layers, o.d_model, o.batches, o.batch_size);
+  for_each_norm(o, [&](auto tag) {
+    using Norm = typename decltype(tag)::type;
+    progress("grad_norms", fmt::format("{}, forward and backward", Norm::name), ++i, n);
+    Seq2Seq<Norm, Cpu> m(measure_config(o, o.layers, o.dropout), o.seed);
+    prepare_for_analysis(m, bs[0], kCtx);
+    auto const prof = gradient_norms(m, std::span(bs), kCtx);
+    progress.clear();
+    for (StackKind k : {StackKind::encoder, StackKind::decoder}) {
+      std::vector<double> v;
+      for (auto const& l : prof.stack(k)) {
+        v.push_back(l.ffn);
+        csv += fmt::format("{},{},{},{:.6g},{:.6g},{:.6g},{:.6g}\n", Norm::name, stack_name(k), l.site.layer + 1, l.fc1,
+                           l.fc2, l.ffn, l.all);
+      }
+      fmt::print("  {:<7} {:<7}: {}; last/first {:.2f}\n", pretty(Norm::name), stack_name(k), list(v),
+                 v.back() / v.front());
+    }
+  });
+  write_file(fs::path(o.out) / "grad_norms.csv", csv);
+  std::string gp = gp_header("grad_norms", 1000, 450);
+  gp += "set multiplot layout 1,2 title 'FFN gradient norm per layer at initialisation (Xiong et al. 2020, Fig. 3)'\n"
+        "set xlabel 'layer'\nset ylabel '||dL/dW_ffn||_F'\nset xtics 1\n";
+  for (std::string_view stack : {"encoder", "decoder"}) {
+    gp += fmt::format("set title '{}'\nplot ", stack);
+    std::string sep;
+    for (auto const& nm : o.norms) {
+      gp += fmt::format("{}'grad_norms.csv' skip 1 using ((strcol(1) eq '{}' && strcol(2) eq '{}') ? $3 : NaN):6 "
+                        "with linespoints lw 2 pt 7 lc rgb '{}' title '{}'",
+                        sep, nm, stack, colour(nm), pretty(nm));
+      sep = ", \\\n     ";
+    }
+    gp += "\n";
+  }
+  gp += "unset multiplot\n";
+  render(o, "grad_norms", gp);
+}
+
+// ---- 2. theorem1 (Xiong et al., Theorem 1) --------------------------------------------------------
+
+void fig_theorem1(Options const& o) {
+  auto const bs = make_batches(o.batches, static_cast<std::size_t>(o.batch_size), 5);
+  std::string csv = "policy,layers,grad_norm\n";
+  std::map<std::string, LinearFit> fits;
+  int i = 0;
+  int const n = static_cast<int>(o.norms.size() * o.depths.size());
+  fmt::print("\ntheorem1: ||dL/dW2|| of the last decoder layer's fc2 at initialisation against depth L (layers per "
+             "stack), d {}, mean over {} seeds x {} batches; log-log fit\n",
+             o.d_model, o.seeds, o.batches);
+  for_each_norm(o, [&](auto tag) {
+    using Norm = typename decltype(tag)::type;
+    std::vector<double> x, y;
+    for (int L : o.depths) {
+      progress("theorem1", fmt::format("{}, {}-{} model, {} seed(s)", Norm::name, L, L, o.seeds), ++i, n);
+      auto const pts = last_fc2_grad_norm_vs_depth<Seq2Seq, Norm>(measure_config(o, L, o.dropout), {L},
+                                                                   std::span(bs), kCtx, StackKind::decoder, o.seeds,
+                                                                   o.seed);
+      x.push_back(L);
+      y.push_back(pts.front().value);
+      csv += fmt::format("{},{},{:.6g}\n", Norm::name, L, pts.front().value);
+    }
+    progress.clear();
+    auto const f = fit_log_log(x, y);
+    fits[std::string(Norm::name)] = f;
+    fmt::print("  {:<7}: L = {}: {}; slope {:+.3f} (R^2 {:.3f}); Theorem 1: {}\n", pretty(Norm::name),
+               fmt::join(o.depths, ", "), list(y), f.slope, f.r2,
+               std::same_as<Norm, PreLN>    ? "-0.5 (Pre-LN)"
+               : std::same_as<Norm, PostLN> ? "0 (Post-LN)"
+                                            : "none (Admin starts Pre-LN-like)");
+  });
+  write_file(fs::path(o.out) / "theorem1.csv", csv);
+  std::string gp = gp_header("theorem1");
+  gp += "set title \"||dL/dW2|| of the last layer against depth (Xiong et al. 2020, Theorem 1)\"\n"
+        "set logscale xy\nset xlabel 'layers per stack L'\nset ylabel '||dL/dW^{2,L}||_F'\nset key bottom left\n";
+  gp += fmt::format("set xrange [{}:{}]\nset xtics ({})\n", o.depths.front() * 0.8, o.depths.back() * 1.25,
+                    fmt::join(o.depths, ", "));
+  gp += "plot ";
+  std::string sep;
+  for (auto const& nm : o.norms) {
+    auto const& f = fits[nm];
+    gp += fmt::format("{}'theorem1.csv' skip 1 using (strcol(1) eq '{}' ? $2 : NaN):3 with points pt 7 ps 1.3 "
+                      "lc rgb '{}' notitle, \\\n     exp({:.6g})*x**({:.6g}) with lines lw 2 lc rgb '{}' "
+                      "title '{}: slope {:+.2f} (R^2 {:.2f})'",
+                      sep, nm, colour(nm), f.intercept, f.slope, colour(nm), pretty(nm), f.slope, f.r2);
+    sep = ", \\\n     ";
+  }
+  gp += "\n";
+  render(o, "theorem1", gp);
+}
+
+// ---- 3. output_change (Liu et al., Figure 4) ------------------------------------------------------
+
+std::vector<int> perturb_layers(int max_sublayers) {
+  int const max_layers = std::max(1, max_sublayers / 2);
+  std::vector<int> v;
+  for (int l = 1; l < max_layers; l *= 2) v.push_back(l);
+  v.push_back(max_layers);
+  return v;
+}
+
+void fig_output_change(Options const& o) {
+  auto const b = make_batches(1, static_cast<std::size_t>(o.batch_size), 9);
+  auto const layers = perturb_layers(o.max_sublayers);
+  std::string csv = "policy,layers,sublayers,random_sign,gradient_sign\n";
+  struct Fits {
+    LinearFit lin, log, pow;
+    bool log_better() const { return log.r2 > lin.r2; }
+  };
+  std::map<std::string, Fits> fits[2];
+  std::map<std::string, double> last[2];
+  int i = 0;
+  int const n = static_cast<int>(o.norms.size() * layers.size());
+  fmt::print("\noutput_change: |F(x, W) - F(x, W + delta)|^2 of the encoder output (summed over tokens and channels), "
+             "delta = -1e-4 sign(N(0,1)) (random) or -1e-6 sign(grad) on every weight matrix and embedding; "
+             "dropout {}, d {}, mean over {} seeds\n",
+             o.perturb_dropout, o.d_model, o.perturb_seeds);
+  for_each_norm(o, [&](auto tag) {
+    using Norm = typename decltype(tag)::type;
+    std::vector<double> x, yr, yg;
+    for (int L : layers) {
+      progress("output_change", fmt::format("{}, {} encoder sublayers, {} seed(s)", Norm::name, 2 * L, o.perturb_seeds),
+               ++i, n);
+      auto cfg = measure_config(o, L, o.perturb_dropout);
+      auto const pts = output_change_vs_depth<Seq2Seq, Norm>(cfg, {L}, b[0], kCtx,
+                                                             {.seeds = o.perturb_seeds, .model_seed = o.seed});
+      auto const& p = pts.front();
+      x.push_back(p.sublayers);
+      yr.push_back(p.random);
+      yg.push_back(p.gradient);
+      csv += fmt::format("{},{},{},{:.6g},{:.6g}\n", Norm::name, L, p.sublayers, p.random, p.gradient);
+    }
+    progress.clear();
+    std::string const nm(Norm::name);
+    for (int k = 0; k < 2; ++k) {
+      auto const& y = k == 0 ? yr : yg;
+      Fits f{fit_line(x, y), fit_log_x(x, y), fit_log_log(x, y)};
+      fits[k][nm] = f;
+      last[k][nm] = y.back();
+      fmt::print("  {:<7} {:<13}: N = {}: {}\n  {:<21}  growth {:.2f}x over {:.0f}x more sublayers; linear fit "
+                 "R^2 {:.3f}, log fit R^2 {:.3f} -> {}; power law N^{:.2f}\n",
+                 pretty(nm), k == 0 ? "random-sign" : "gradient-sign", fmt::join(x, ", "), list(y), "",
+                 y.back() / y.front(), x.back() / x.front(), f.lin.r2, f.log.r2,
+                 f.log_better() ? "logarithmic" : "linear", f.pow.slope);
+    }
+  });
+  for (int k = 0; k < 2; ++k)
+    if (last[k].contains("post"))
+      for (auto const& [nm, v] : last[k])
+        if (nm != "post")
+          fmt::print("  {}: at N = {}, Post-LN's change is {:.1f}x {}'s\n", k == 0 ? "random-sign" : "gradient-sign",
+                     2 * layers.back(), last[k]["post"] / v, pretty(nm));
+  write_file(fs::path(o.out) / "output_change.csv", csv);
+  // Left: random-sign on linear axes with the better of the linear and log fits (Liu et al.'s claim:
+  // O(N) for Post-LN, O(log N) for Pre-LN and Admin). Right: gradient-sign on log-log axes with a
+  // power-law fit (a coherent perturbation adds up across sublayers: super-linear for every policy).
+  std::vector<int> sublayer_counts;
+  for (int L : layers) sublayer_counts.push_back(2 * L);
+  std::string gp = gp_header("output_change", 1000, 450);
+  gp += "set multiplot layout 1,2 title 'Output change against the number of encoder sublayers N "
+        "(Liu et al. 2020, Fig. 4)'\n"
+        "set xlabel 'encoder sublayers N'\nset ylabel '|F(x,W) - F(x,W+delta)|^2'\n";
+  for (int k = 0; k < 2; ++k) {
+    if (k == 0)
+      gp += "set title 'random-sign delta (1e-4); lines: the better of a linear and a log fit'\n"
+            "set format y '%.3f'\nset key top left\n";
+    else
+      gp += fmt::format("set title 'gradient-sign delta (1e-6); lines: power-law fits'\nset logscale xy\n"
+                        "set format y '%.0e'\nset xtics ({})\nset xrange [{}:{}]\nset key top left\n",
+                        fmt::join(sublayer_counts, ", "), sublayer_counts.front() / 1.3, sublayer_counts.back() * 1.3);
+    gp += "plot ";
+    std::string sep;
+    for (auto const& nm : o.norms) {
+      auto const& f = fits[k][nm];
+      std::string expr, title;
+      if (k == 0) {
+        auto const& fit = f.log_better() ? f.log : f.lin;
+        expr = f.log_better() ? fmt::format("({:.6g} + {:.6g}*log(x))", fit.intercept, fit.slope)
+                              : fmt::format("({:.6g} + {:.6g}*x)", fit.intercept, fit.slope);
+        title = fmt::format("{}: {} fit, R^2 {:.3f} ({} {:.3f})", pretty(nm), f.log_better() ? "log" : "linear", fit.r2,
+                            f.log_better() ? "linear" : "log", f.log_better() ? f.lin.r2 : f.log.r2);
+      } else {
+        expr = fmt::format("exp({:.6g})*x**({:.6g})", f.pow.intercept, f.pow.slope);
+        title = fmt::format("{}: ~ N^{:.2f} (R^2 {:.3f})", pretty(nm), f.pow.slope, f.pow.r2);
+      }
+      gp += fmt::format("{}'output_change.csv' skip 1 using (strcol(1) eq '{}' ? $3 : NaN):{} with points pt 7 "
+                        "ps 1.2 lc rgb '{}' notitle, \\\n     [{}:{}] {} with lines lw 2 lc rgb '{}' title '{}'",
+                        sep, nm, k == 0 ? 4 : 5, colour(nm), 2 * layers.front(), 2 * layers.back(), expr, colour(nm),
+                        title);
+      sep = ", \\\n     ";
+    }
+    gp += "\n";
+  }
+  gp += "unset multiplot\n";
+  render(o, "output_change", gp);
+}
+
+// ---- 4. dependency (Liu et al., Figures 7 and 8) ----------------------------------------------------
+
+void fig_dependency(Options const& o) {
+  auto const b = make_batches(1, static_cast<std::size_t>(o.batch_size), 5);
+  int i = 0;
+  int const n = static_cast<int>(o.norms.size());
+  fmt::print("\ndependency: beta_(i,j) of the encoder at initialisation ({} layers = {} sublayers, d {}); "
+             "beta_(i,i) is how much sublayer i's output depends on its own branch\n",
+             o.layers, 2 * o.layers, o.d_model);
+  for_each_norm(o, [&](auto tag) {
+    using Norm = typename decltype(tag)::type;
+    progress("dependency", fmt::format("{}, layer by layer", Norm::name), ++i, n);
+    Seq2Seq<Norm, Cpu> m(measure_config(o, o.layers, o.dropout), o.seed);
+    prepare_for_analysis(m, b[0], kCtx);
+    auto const d = layer_dependency(m, b[0], kCtx, StackKind::encoder);
+    progress.clear();
+    int const N = d.sublayers();
+    std::string csv = "i\\j";
+    for (int j = 0; j <= N; ++j) csv += fmt::format(",{}", j);
+    csv += "\n";
+    for (int r = 0; r <= N; ++r) {
+      csv += fmt::format("{}", r);
+      for (int j = 0; j <= N; ++j)
+        csv += fmt::format(",{:.6g}", j <= r ? d.beta[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)] : 0.0);
+      csv += "\n";
+    }
+    std::string const name = fmt::format("dependency_{}", Norm::name);
+    write_file(fs::path(o.out) / (name + ".csv"), csv);
+    auto const s = d.self_dependency();
+    double upper = 0;
+    for (std::size_t k = s.size() / 2; k < s.size(); ++k) upper += s[k];
+    upper /= static_cast<double>(s.size() - s.size() / 2);
+    fmt::print("  {:<7}: beta_ii = {}; mean over the upper half {:.3f}; beta_(N,0) (embedding) {:.3f}\n",
+               pretty(Norm::name), list(s, "{:.2f}"), upper, d.beta.back().front());
+    std::string gp = gp_header(name, 620, 520);
+    gp += fmt::format(
+        "set title \"{}: layer dependency beta(i,j) at initialisation, encoder (Liu et al. 2020)\"\n"
+        "set xlabel 'j (branch; 0 = embedding)'\nset ylabel 'i (sublayer output)'\n"
+        "set xrange [-0.5:{}.5]\nset yrange [{}.5:-0.5]\nset cbrange [0:1]\nset palette rgbformulae 30,31,32 negative\n"
+        "set size ratio -1\nunset grid\nset tics out\n"
+        "plot '{}.csv' matrix rowheaders columnheaders using 1:2:3 with image notitle\n",
+        pretty(Norm::name), N, N, name);
+    render(o, name, gp);
+  });
+}
+
+// ---- 5. admin_profile ----------------------------------------------------------------------------
+
+void fig_admin_profile(Options const& o) {
+  auto const b = make_batches(1, static_cast<std::size_t>(o.batch_size), 5);
+  progress("admin_profile", "AdminLN, one profiling forward pass", 1, 1);
+  Seq2Seq<AdminLN, Cpu> m(measure_config(o, o.layers, o.dropout), o.seed);
+  auto const p = admin_profile(m, b[0], kCtx);
+  progress.clear();
+  std::string csv = "stack,sublayer,w,closed_form_log_n\n";
+  fmt::print("\nadmin_profile: w of every sublayer after Admin's profiling ({}-{} model, d {}, one batch of {}, "
+             "dropout {}); admin-torch's O(log n) closed form for comparison\n",
+             o.layers, o.layers, o.d_model, o.batch_size, o.dropout);
+  double cf[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    auto const& v = k == 0 ? p.encoder : p.decoder;
+    int const N = static_cast<int>(v.size());
+    cf[k] = admin_closed_form(N, AdminOrder::log_n);
+    for (int i = 0; i < N; ++i)
+      csv += fmt::format("{},{},{:.6g},{:.6g}\n", k == 0 ? "encoder" : "decoder", i + 1, v[static_cast<std::size_t>(i)],
+                         i == 0 ? 1.0 : cf[k]);
+    // w_i^2 - 1 ~ the summed branch variance before sublayer i: ~linear in i
+    fmt::print("  {}: w = {}; closed form (N = {}) {:.3f}\n", k == 0 ? "encoder" : "decoder", list(v, "{:.3f}"), N,
+               cf[k]);
+  }
+  write_file(fs::path(o.out) / "admin_profile.csv", csv);
+  std::string gp = gp_header("admin_profile");
+  gp += "set title \"Admin's w per sublayer after profiling (Liu et al. 2020): w_i = sqrt(sum of the earlier "
+        "branch variances)\"\nset xlabel 'sublayer i'\nset ylabel 'w_i'\nset xtics 1\n";
+  gp += fmt::format(
+      "plot 'admin_profile.csv' skip 1 using (strcol(1) eq 'encoder' ? $2 : NaN):3 with linespoints lw 2 pt 7 "
+      "lc rgb '#1f77b4' title 'encoder (profiled)', \\\n"
+      "     'admin_profile.csv' skip 1 using (strcol(1) eq 'decoder' ? $2 : NaN):3 with linespoints lw 2 pt 5 "
+      "lc rgb '#d62728' title 'decoder (profiled)', \\\n"
+      "     'admin_profile.csv' skip 1 using (strcol(1) eq 'encoder' ? $2 : NaN):4 with steps dt 2 lw 2 "
+      "lc rgb '#1f77b4' title 'encoder, O(log n) closed form (N = {})', \\\n"
+      "     'admin_profile.csv' skip 1 using (strcol(1) eq 'decoder' ? $2 : NaN):4 with steps dt 2 lw 2 "
+      "lc rgb '#d62728' title 'decoder, O(log n) closed form (N = {})'\n",
+      p.encoder.size(), p.decoder.size());
+  render(o, "admin_profile", gp);
+}
+
+// ---- 6. warmup -----------------------------------------------------------------------------------
+
+struct Curve {
+  std::string label;  // post_warmup, post_nowarmup, pre_nowarmup
+  float lr = 0;
+  std::vector<int> step;
+  std::vector<double> train_loss, held_nll;
+  int diverged_at = 0;  // 0: did not diverge
+};
+
+SyntheticTask warm_task() {
+  return SyntheticTask{.kind = SyntheticKind::reverse, .symbols = 16, .min_len = 3, .max_len = 10};
+}
+
+template <class Norm, class Sched>
+Curve train_curve(Options const& o, std::string label, float lr, Sched const& sched, int& run, int runs) {
+  auto const task = warm_task();
+  ModelConfig const cfg{.enc_layers = o.warm_layers,
+                        .dec_layers = o.warm_layers,
+                        .d_model = o.warm_d_model,
+                        .ffn = 2 * o.warm_d_model,
+                        .heads = 4,
+                        .vocab = task.vocab(),
+                        .max_positions = task.max_len + 8,
+                        .dropout = 0.1f,
+                        .label_smoothing = 0.1f};
+  Seq2Seq<Norm, Cpu> model(cfg, o.seed);
+  Rng train_rng(o.seed, 1), held_rng(o.seed, 2);
+  auto const held = task.sample(held_rng, static_cast<std::size_t>(o.held_out));
+  auto held_nll = [&] {
+    double nll = 0;
+    std::int64_t tokens = 0;
+    for (std::size_t b = 0; b < held.size(); b += 100) {
+      auto const a = teacher_forced_accuracy(model, make_batch<Cpu>(held, b, std::min(held.size(), b + 100)));
+      nll += a.loss.nll;
+      tokens += a.loss.tokens;
+    }
+    return nll / static_cast<double>(tokens);
+  };
+  Trainer trainer(model, Adam{.beta1 = 0.9f, .beta2 = 0.98f}, sched, TrainerOptions{.seed = o.seed});
+  Curve c{label, lr, {}, {}, {}, 0};
+  c.step.push_back(0);
+  c.train_loss.push_back(std::nan(""));
+  c.held_nll.push_back(held_nll());
+  ++run;
+  double window = 0;
+  std::int64_t tokens = 0;
+  for (int step = 1; step <= o.steps; ++step) {
+    auto const batch = make_batch<Cpu>(task.sample(train_rng, static_cast<std::size_t>(o.warm_batch)));
+    try {
+      auto const s = trainer.step(batch);
+      window += s.loss.loss;
+      tokens += s.loss.tokens;
+    } catch (DivergenceError const&) {
+      c.diverged_at = step;
+      break;
+    }
+    if (step % o.eval_every == 0 || step == o.steps) {
+      c.step.push_back(step);
+      c.train_loss.push_back(window / static_cast<double>(tokens));
+      c.held_nll.push_back(held_nll());
+      window = 0;
+      tokens = 0;
+      progress("warmup", fmt::format("{} lr {:g}, step {}/{}, held-out nll {:.3f}", label, lr, step, o.steps, c.held_nll.back()),
+               run, runs);
+    }
+  }
+  return c;
+}
+
+void fig_warmup(Options const& o) {
+  std::vector<Curve> curves;
+  int run = 0;
+  int const runs = static_cast<int>(3 * o.lrs.size());
+  fmt::print("\nwarmup: training on the synthetic reverse task ({}-{} layers, d {}, batch {}, dropout 0.1, Adam "
+             "(0.9, 0.98), no clipping), {} steps; with warm-up: inverse_sqrt, {} warm-up steps; without: constant lr\n",
+             o.warm_layers, o.warm_layers, o.warm_d_model, o.warm_batch, o.steps, o.warmup);
+  for (float lr : o.lrs) {
+    curves.push_back(train_curve<PostLN>(o, "post_warmup", lr, InverseSqrt{.peak = lr, .warmup = o.warmup}, run, runs));
+    curves.push_back(train_curve<PostLN>(o, "post_nowarmup", lr, Constant{.lr = lr}, run, runs));
+    curves.push_back(train_curve<PreLN>(o, "pre_nowarmup", lr, Constant{.lr = lr}, run, runs));
+  }
+  progress.clear();
+  std::string csv = "lr,run,step,train_loss,heldout_nll\n";
+  for (auto const& c : curves) {
+    for (std::size_t k = 0; k < c.step.size(); ++k)
+      csv += fmt::format("{:g},{},{},{},{:.6g}\n", c.lr, c.label, c.step[k],
+                         std::isnan(c.train_loss[k]) ? std::string("") : fmt::format("{:.6g}", c.train_loss[k]),
+                         c.held_nll[k]);
+    fmt::print("  lr {:<6g} {:<14}: held-out nll per token {:.3f} at step 0, {:.3f} at step {}; lowest {:.3f}{}\n",
+               c.lr, c.label, c.held_nll.front(), c.held_nll.back(), c.step.back(),
+               *std::min_element(c.held_nll.begin(), c.held_nll.end()),
+               c.diverged_at ? fmt::format(" (diverged at step {})", c.diverged_at) : std::string(""));
+  }
+  write_file(fs::path(o.out) / "warmup.csv", csv);
+  std::string gp = gp_header("warmup", 1000, 450);
+  gp += fmt::format("set multiplot layout 1,{} title 'Held-out loss on the synthetic reverse task: "
+                    "Post-LN with and without warm-up, Pre-LN without (cf. Xiong et al. 2020)'\n"
+                    "set xlabel 'step'\nset ylabel 'held-out NLL per token'\nset key top right\n",
+                    o.lrs.size());
+  struct Run {
+    char const* id;
+    char const* title;
+    char const* colour;
+    int dt;
+  };
+  Run const rs[] = {{"post_warmup", "Post-LN, warm-up", "#d62728", 1},
+                    {"post_nowarmup", "Post-LN, no warm-up", "#d62728", 2},
+                    {"pre_nowarmup", "Pre-LN, no warm-up", "#1f77b4", 1}};
+  for (float lr : o.lrs) {
+    gp += fmt::format("set title 'lr {:g}'\nplot ", lr);
+    std::string sep;
+    for (auto const& r : rs) {
+      gp += fmt::format("{}'warmup.csv' skip 1 using ((abs($1 - {:g}) < 1e-12 && strcol(2) eq '{}') ? $3 : NaN):5 "
+                        "with linespoints lw 2 pt 7 ps 0.6 dt {} lc rgb '{}' title '{}'",
+                        sep, lr, r.id, r.dt, r.colour, r.title);
+      sep = ", \\\n     ";
+    }
+    gp += "\n";
+  }
+  gp += "unset multiplot\n";
+  render(o, "warmup", gp);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Measure the effects of Xiong et al. 2020 and Liu et al. 2020 for PostLN, PreLN and AdminLN and "
+               "write CSV + PNG figures"};
+  app.add_option("--out", o.out, "output directory")->capture_default_str();
+  app.add_option("--only", o.only, "figures to make (comma-separated; default all): " + fmt::format("{}", fmt::join(kFigures, ", ")))
+      ->delimiter(',')
+      ->check(CLI::IsMember(kFigures));
+  app.add_option("--norms", o.norms, "policies to measure: " + type_names(FigurePolicies{}))
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--d-model", o.d_model, "model width of the measured models")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--ffn", o.ffn, "feed-forward width (0: 2 * d-model)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--heads", o.heads, "attention heads")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--dropout", o.dropout, "dropout of the measured models (same masks in every pass)")
+      ->check(CLI::Range(0.f, 0.9f))
+      ->capture_default_str();
+  app.add_option("--batches", o.batches, "batches the gradient norms are averaged over")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--batch-size", o.batch_size, "sequences per measurement batch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--layers", o.layers, "layers per stack for grad_norms, dependency and admin_profile")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--depths", o.depths, "theorem1: layers per stack (comma-separated, at least 2)")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--seeds", o.seeds, "theorem1: models per depth")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-sublayers", o.max_sublayers,
+                 "output_change: the largest number of encoder sublayers N (depths 1, 2, 4, ... layers up to N/2)")
+      ->check(CLI::Range(4, 2000))
+      ->capture_default_str();
+  app.add_option("--perturb-seeds", o.perturb_seeds, "output_change: models (and sign draws) per depth")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--perturb-dropout", o.perturb_dropout, "output_change: dropout (0 as in the reference protocol)")
+      ->check(CLI::Range(0.f, 0.9f))
+      ->capture_default_str();
+  app.add_option("--steps", o.steps, "warmup: training steps per run")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--warmup", o.warmup, "warmup: warm-up steps of the inverse_sqrt run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--lrs", o.lrs, "warmup: peak learning rates (comma-separated)")->delimiter(',')->capture_default_str();
+  app.add_option("--warm-layers", o.warm_layers, "warmup: layers per stack")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--warm-d-model", o.warm_d_model, "warmup: model width")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--warm-batch", o.warm_batch, "warmup: sequences per step")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "warmup: steps between held-out evaluations")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--held-out", o.held_out, "warmup: held-out sequences")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seed", o.seed, "model seed")->capture_default_str();
+  app.add_option("--threads", o.threads, "OpenMP threads (0: the OpenMP default)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_flag("--no-png", o.no_png, "write CSV and gnuplot scripts only");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    LNF_EXPECTS_AS(ValueError, o.depths.size() >= 2, "--depths needs at least 2 depths, got {}", o.depths.size());
+    for (int d : o.depths) LNF_EXPECTS_AS(ValueError, d >= 1, "--depths: {} is not a positive depth", d);
+    std::sort(o.depths.begin(), o.depths.end());
+    for (auto const& n : o.norms) dispatch(FigurePolicies{}, n, [](auto) {}, "--norms");
+    LNF_EXPECTS_AS(ValueError, !o.lrs.empty(), "--lrs is empty");
+    for (float lr : o.lrs) LNF_EXPECTS_AS(ValueError, lr > 0 && std::isfinite(lr), "--lrs: {} is not a positive rate", lr);
+    std::set<std::string> only(o.only.begin(), o.only.end());
+    auto want = [&](std::string const& f) { return only.empty() || only.contains(f); };
+    fs::create_directories(o.out);
+
+    fmt::print("paper_figures: writing to {}/ ; policies {}; {} OpenMP threads\n", o.out, fmt::join(o.norms, ", "),
+               omp_get_max_threads());
+    if (!o.no_png && !have_gnuplot())
+      fmt::print("paper_figures: gnuplot not found: writing CSV and .gp scripts only; render them with "
+                 "`cd {} && for f in *.gp; do gnuplot \"$f\"; done` after `apt-get install gnuplot-nox` "
+                 "(scripts/install-deps.sh)\n",
+                 o.out);
+    std::vector<std::pair<std::string, double>> times;
+    auto timed = [&](std::string const& name, auto&& f) {
+      if (!want(name)) return;
+      double const t0 = elapsed();
+      f(o);
+      times.emplace_back(name, elapsed() - t0);
+    };
+    timed("grad_norms", fig_grad_norms);
+    timed("theorem1", fig_theorem1);
+    timed("output_change", fig_output_change);
+    timed("dependency", fig_dependency);
+    timed("admin_profile", fig_admin_profile);
+    timed("warmup", fig_warmup);
+    progress.clear();
+
+    fmt::print("\ntime:");
+    for (auto const& [n, t] : times) fmt::print(" {} {:.1f} s;", n, t);
+    fmt::print(" total {:.1f} s\n", elapsed());
+    std::vector<std::string> files;
+    for (auto const& e : fs::directory_iterator(o.out))
+      if (e.path().extension() == ".png") files.push_back(e.path().filename().string());
+    std::sort(files.begin(), files.end());
+    if (!files.empty()) fmt::print("figures in {}/: {}\n", o.out, fmt::join(files, ", "));
+    return 0;
+  } catch (Error const& e) {
+    fmt::print(stderr, "paper_figures: {}\n", e.what());
+    return 1;
+  }
+}
