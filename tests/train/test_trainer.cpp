@@ -10,6 +10,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -149,6 +151,24 @@ TEST_CASE("a checkpoint resumes bit-exactly: 2N steps == N steps, save, new mode
   for (std::size_t i = 0; i < a.size(); ++i) {
     CAPTURE(a[i].name);
     CHECK(a[i].param->value.to_host() == b[i].param->value.to_host());
+  }
+
+  // A damaged checkpoint is refused before anything changes: one flipped byte in the tensor data.
+  {
+    auto bytes = [&] {
+      std::ifstream in(path, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    }();
+    bytes[bytes.size() - 3] = static_cast<char>(bytes[bytes.size() - 3] ^ 0x10);
+    auto const bad = temp_path("flipped.safetensors").string();
+    std::ofstream(bad, std::ios::binary) << bytes;
+    Seq2Seq<AdminLN, Cpu> victim(config, 77);
+    Trainer t5(victim, RAdam{}, sched);
+    auto const before = victim.parameters()[0].param->value.to_host();
+    CHECK_THROWS_WITH_AS(t5.load_checkpoint(bad), doctest::Contains("corrupted"), IoError);
+    CHECK(t5.steps() == 0);
+    CHECK(victim.parameters()[0].param->value.to_host() == before);
+    std::filesystem::remove(bad);
   }
 
   // A checkpoint of another optimizer is refused with a message that says so.

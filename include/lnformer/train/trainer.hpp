@@ -19,6 +19,7 @@
 // last good step.
 
 #include <lnformer/core/error.hpp>
+#include <lnformer/io/checksum.hpp>
 #include <lnformer/io/parameters.hpp>
 #include <lnformer/io/safetensors.hpp>
 #include <lnformer/model/stack.hpp>
@@ -33,6 +34,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -126,8 +128,10 @@ class Trainer {
   [[nodiscard]] Sched const& schedule() const { return schedule_; }
   [[nodiscard]] TrainerOptions const& options() const { return options_; }
 
-  /// Parameters and optimizer state in one safetensors file (written atomically).
-  void save_checkpoint(std::string const& path) const {
+  /// Parameters and optimizer state in one safetensors file (written atomically), with `extra`
+  /// metadata entries (a caller's epoch, data position, configuration...) and a SHA-256 of the
+  /// tensors and metadata under io::kChecksumKey (io/checksum.hpp), verified by load_checkpoint.
+  void save_checkpoint(std::string const& path, std::map<std::string, std::string> const& extra = {}) const {
     auto tensors = io::optimizer_state_tensors(state_);
     std::vector<Tensor<Cpu>> host;  // only for non-CPU backends
     host.reserve(params_.size());
@@ -140,15 +144,20 @@ class Trainer {
         tensors.emplace_back(p.name, io::SaveView(host.back().cview()));
       }
     }
-    auto meta = io::optimizer_state_metadata(opt_, state_);
+    auto meta = extra;
+    for (auto& [k, v] : io::optimizer_state_metadata(opt_, state_)) meta[k] = v;
     meta["trainer/best_loss"] = fmt::format("{}", best_loss_);
     meta["trainer/last_finite_loss"] = fmt::format("{}", last_finite_);
+    meta[std::string(io::kChecksumKey)] = io::content_sha256(tensors, meta);
     io::save_safetensors(path, tensors, meta);
   }
-  /// Restores what save_checkpoint wrote; a mismatch (names, shapes, optimizer) is an IoError and
-  /// leaves the optimizer state as it was.
-  void load_checkpoint(std::string const& path) {
+  /// Restores what save_checkpoint wrote and returns the file's metadata. A truncated or damaged
+  /// file, or a checksum that does not match (a file without one is accepted unless
+  /// require_checksum), is an IoError before anything is changed; a mismatch (names, shapes,
+  /// optimizer) is an IoError as well.
+  std::map<std::string, std::string> load_checkpoint(std::string const& path, bool require_checksum = false) {
     auto const file = io::SafetensorsFile::open(path);
+    io::verify_checksum(file, require_checksum);
     io::load_optimizer_state(file, opt_, state_);
     io::load_parameters(file, params_, io::LoadOptions{.allow_extra = true});
     auto const& meta = file.metadata();
@@ -158,6 +167,7 @@ class Trainer {
     };
     best_loss_ = read("trainer/best_loss");
     last_finite_ = read("trainer/last_finite_loss");
+    return meta;
   }
 
  private:
