@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# End-to-end checks of the translate program (ctest: translate_*), on a small generated corpus
+# (German number words to English) so that they run offline in seconds.
+#
+#   test_translate.sh <translate binary> <work dir> <check>
+#
+# checks:
+#   resume      train N steps; train N/2, stop, resume, train N/2: every tensor of the two step-N
+#               checkpoints (parameters and optimizer state) is bit-identical. The run crosses an
+#               epoch boundary and the stop falls inside an epoch.
+#   corrupt     a checkpoint truncated at several points and with a flipped byte (tensor data,
+#               metadata, header length) is refused with a clear error and exit status 1, never a crash.
+#   diverge     a learning rate that overflows: exit status 3, a message with the step, learning rate
+#               and last finite loss, and the last good checkpoint still loads.
+#   data        the user-file reader's errors reach the command line: different line counts (both
+#               files and counts named), invalid UTF-8 (file and line named), missing file.
+#   translate   translate and evaluate run on a trained checkpoint (stdin -> stdout; BLEU signature).
+set -uo pipefail
+
+bin=${1:?translate binary}
+work=${2:?work dir}
+check=${3:?check}
+python=${PYTHON:-/usr/bin/python3}
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || fail "cannot use $work"
+
+# --- the corpus: n pairs of 1-6 number words, deterministic ---------------------------------------
+make_split() {  # make_split <name> <pairs> <seed>
+  awk -v n="$2" -v seed="$3" -v de="raw/$1.de" -v en="raw/$1.en" 'BEGIN {
+    split("null eins zwei drei vier fünf sechs sieben acht neun", D, " ");
+    split("zero one two three four five six seven eight nine", E, " ");
+    srand(seed);
+    for (i = 0; i < n; i++) {
+      k = 1 + int(rand() * 6); s = ""; t = "";
+      for (j = 0; j < k; j++) { w = 1 + int(rand() * 10); s = s (j ? " " : "") D[w]; t = t (j ? " " : "") E[w]; }
+      print s > de; print t > en;
+    }
+  }'
+}
+mkdir -p raw
+make_split train 160 1
+make_split valid 16 2
+make_split test 16 3
+
+prepare() {
+  "$bin" prepare --data "$1" --train-src raw/train.de --train-tgt raw/train.en --valid-src raw/valid.de \
+    --valid-tgt raw/valid.en --test-src raw/test.de --test-tgt raw/test.en
+}
+
+# A tiny model: every step takes milliseconds; dropout on, so the RNG state matters for resume.
+tiny=(--vocab-size 40 --norm pre --layers 1 --d-model 32 --ffn 64 --heads 2 --dropout 0.1 --max-tokens 300
+      --log-every 1 --valid-bleu-sentences 4 --time-budget 0 --no-test)
+train() {  # train <out> <args...>
+  local out=$1; shift
+  "$bin" --threads 2 train --data data --out "$out" "${tiny[@]}" "$@"
+}
+
+expect_status() {  # expect_status <want> <log> <what>
+  local got=$?
+  [[ $got == "$1" ]] || { cat "$2" >&2; fail "$3: exit status $got, expected $1"; }
+}
+
+expect_in() {  # expect_in <log> <pattern> <what>
+  grep -Eq -- "$2" "$1" || { cat "$1" >&2; fail "$3: the output does not match /$2/"; }
+}
+
+same_tensors() {  # same_tensors <a> <b>: every tensor bit-identical (the metadata may differ)
+  "$python" - "$1" "$2" <<'EOF' || fail "tensors of $1 and $2 differ"
+import json, struct, sys
+
+def tensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    return {k: (v["dtype"], v["shape"], body[v["data_offsets"][0]:v["data_offsets"][1]])
+            for k, v in header.items() if k != "__metadata__"}
+
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+if sorted(a) != sorted(b):
+    sys.exit(f"different tensor names: {sorted(set(a) ^ set(b))[:5]}")
+diff = [k for k in a if a[k] != b[k]]
+print(f"{len(a)} tensors compared (parameters and optimizer state), {len(diff)} differ")
+if diff:
+    sys.exit("differ: " + ", ".join(diff[:10]))
+moved = [k for k in a if k.startswith("optim")]
+if not moved:
+    sys.exit("no optimizer state in the checkpoint: the check would not cover it")
+EOF
+}
+
+case $check in
+resume)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  train whole --max-steps 10 --checkpoint-every 5 > whole.log 2>&1
+  expect_status 0 whole.log "uninterrupted run"
+  batches=$(sed -n 's/^train: [0-9]* pairs in \([0-9]*\) batches.*/\1/p' whole.log)
+  [[ -n $batches && $batches -gt 2 && $batches -lt 10 ]] ||
+    fail "the run should cross an epoch boundary with the stop inside an epoch (batches per epoch: '$batches')"
+  (( 5 % batches != 0 )) || fail "step 5 is an epoch boundary ($batches batches per epoch): the test would not cover a mid-epoch stop"
+  train parts --max-steps 5 --checkpoint-every 5 > part1.log 2>&1
+  expect_status 0 part1.log "first half"
+  # --resume takes the model/optimizer/data configuration from the checkpoint; only the stop moves.
+  "$bin" --threads 2 train --data data --out parts --resume --max-steps 10 --checkpoint-every 5 --log-every 1 \
+    --valid-bleu-sentences 4 --time-budget 0 --no-test > part2.log 2>&1
+  expect_status 0 part2.log "resumed run"
+  expect_in part2.log "^resumed from .*checkpoint_0*5\.safetensors: step 5" "resume message"
+  same_tensors whole/checkpoint_10.safetensors parts/checkpoint_10.safetensors
+  # Interrupted by a signal at whatever step it arrives (SIGTERM: a background job of a script ignores
+  # SIGINT), then resumed to the same end.
+  train whole60 --max-steps 60 --checkpoint-every 1000 > whole60.log 2>&1
+  expect_status 0 whole60.log "uninterrupted 60-step run"
+  "$bin" --threads 2 train --data data --out intr "${tiny[@]}" --max-steps 60 --checkpoint-every 1000 \
+    > intr.log 2>&1 &  # not through train(): $! must be the program itself
+  pid=$!
+  for _ in $(seq 600); do grep -Eq '^step +3 ' intr.log && break; sleep 0.05; done
+  kill -TERM $pid
+  wait $pid
+  expect_status 130 intr.log "SIGTERM during training"
+  expect_in intr.log "^interrupted: continue with .*--resume" "interrupt message"
+  "$bin" --threads 2 train --data data --out intr --resume --max-steps 60 --checkpoint-every 1000 --log-every 1 \
+    --valid-bleu-sentences 4 --time-budget 0 --no-test > intr2.log 2>&1
+  expect_status 0 intr2.log "run resumed after SIGINT"
+  same_tensors whole60/checkpoint_60.safetensors intr/checkpoint_60.safetensors
+  ;;
+
+corrupt)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  train run --max-steps 2 --checkpoint-every 2 > train.log 2>&1
+  expect_status 0 train.log "training"
+  good=$(ls run/checkpoint_*2.safetensors)
+  size=$(stat -c %s "$good")
+  hlen=$("$python" -c "import struct,sys; print(struct.unpack('<Q', open(sys.argv[1],'rb').read(8))[0])" "$good")
+  evaluate() { "$bin" --threads 2 evaluate --data data --checkpoint "$1" --spm run/spm.model --split valid; }
+  evaluate "$good" > good.log 2>&1
+  expect_status 0 good.log "evaluate on the intact checkpoint"
+  expect_in good.log "BLEU\|nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:2\.3\.1" "BLEU signature"
+  for cut in 0 4 8 $((hlen / 2)) $((8 + hlen)) $((8 + hlen + 100)) $((size / 2)) $((size - 1)); do
+    head -c "$cut" "$good" > cut.safetensors
+    evaluate cut.safetensors > cut_$cut.log 2>&1
+    expect_status 1 cut_$cut.log "checkpoint truncated at byte $cut of $size"
+    expect_in cut_$cut.log "cut\.safetensors" "truncated at $cut: the message names the file"
+  done
+  flip() {  # flip <offset>: one byte of the checkpoint inverted
+    cp "$good" flip.safetensors
+    local byte
+    byte=$(od -An -tu1 -j "$1" -N1 "$good" | tr -d ' ')
+    printf "$(printf '\\%03o' $((255 - byte)))" | dd of=flip.safetensors bs=1 seek="$1" conv=notrunc status=none
+  }
+  for at in 3 $((8 + hlen / 2)) $((8 + hlen + 10)) $((size - 3)); do
+    flip "$at"
+    cmp -s "$good" flip.safetensors && fail "flipping byte $at changed nothing"
+    evaluate flip.safetensors > flip_$at.log 2>&1
+    expect_status 1 flip_$at.log "checkpoint with byte $at flipped"
+    expect_in flip_$at.log "flip\.safetensors" "byte $at flipped: the message names the file"
+  done
+  # The tensor-data flips must be caught by the checksum (the header still parses).
+  expect_in flip_$((size - 3)).log "checksum" "flipped tensor byte: a checksum error"
+  # --resume from a corrupted latest checkpoint is refused the same way.
+  cp flip.safetensors "$good"
+  "$bin" --threads 2 train --data data --out run --resume --max-steps 4 --no-test > resume_bad.log 2>&1
+  expect_status 1 resume_bad.log "--resume from a corrupted checkpoint"
+  expect_in resume_bad.log "checksum" "--resume from a corrupted checkpoint: a checksum error"
+  ;;
+
+diverge)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  # Step 1 is finite (initial parameters) and checkpointed; Adam's first update moves every weight
+  # by about lr = 1e30, so step 2's activations overflow.
+  train run --max-steps 6 --checkpoint-every 1 --lr 1e30 --clip-norm 0 > train.log 2>&1
+  expect_status 3 train.log "diverging run"
+  expect_in train.log "diverged at step [0-9]+ \(learning rate 1e\+30\); last finite loss [0-9.]+" "divergence message"
+  expect_in train.log "last good checkpoint is .*checkpoint_[0-9]+\.safetensors" "divergence names the last good checkpoint"
+  last=$(sed -n 's/.*last good checkpoint is \(.*\.safetensors\).*/\1/p' train.log | tail -1)
+  [[ -f $last ]] || fail "the last good checkpoint '$last' does not exist"
+  grep -q '"event":"diverged"' run/metrics.jsonl || fail "metrics.jsonl has no diverged event"
+  "$bin" --threads 2 evaluate --data data --checkpoint "$last" --split valid > eval.log 2>&1
+  expect_status 0 eval.log "evaluate on the last good checkpoint"
+  ;;
+
+data)
+  head -n 5 raw/train.en > short.en
+  "$bin" prepare --data d1 --train-src raw/train.de --train-tgt short.en --valid-src raw/valid.de \
+    --valid-tgt raw/valid.en --test-src raw/test.de --test-tgt raw/test.en > counts.log 2>&1
+  expect_status 1 counts.log "different line counts"
+  expect_in counts.log "train\.de.*160.*short\.en.*5|short\.en.*5.*train\.de.*160" "line counts: both files and counts"
+  cp raw/train.de bad.de && printf 'gut\nschlecht \xff\xfe\n' >> bad.de && printf 'good\nbad\n' > tail.en &&
+    cat raw/train.en tail.en > bad.en
+  "$bin" prepare --data d2 --train-src bad.de --train-tgt bad.en --valid-src raw/valid.de \
+    --valid-tgt raw/valid.en --test-src raw/test.de --test-tgt raw/test.en > utf8.log 2>&1
+  expect_status 1 utf8.log "invalid UTF-8"
+  expect_in utf8.log "bad\.de.*162|162.*bad\.de" "invalid UTF-8: file and line"
+  "$bin" prepare --data d3 --train-src missing.de --train-tgt raw/train.en --valid-src raw/valid.de \
+    --valid-tgt raw/valid.en --test-src raw/test.de --test-tgt raw/test.en > missing.log 2>&1
+  expect_status 1 missing.log "missing file"
+  expect_in missing.log "missing\.de" "missing file: named"
+  ;;
+
+translate)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  train run --max-steps 4 --checkpoint-every 2 > train.log 2>&1
+  expect_status 0 train.log "training"
+  printf 'eins zwei\ndrei\n' | "$bin" --threads 2 translate --out run > out.txt 2> translate.log
+  expect_status 0 translate.log "translate"
+  [[ $(wc -l < out.txt) == 2 ]] || { cat out.txt translate.log; fail "translate: 2 lines in, $(wc -l < out.txt) out"; }
+  "$bin" --threads 2 evaluate --data data --out run --beam 3 > eval.log 2>&1
+  expect_status 0 eval.log "evaluate"
+  expect_in eval.log "BLEU.*= *[0-9.]+" "evaluate prints BLEU"
+  expect_in eval.log "chrF" "evaluate prints chrF"
+  ;;
+
+*) fail "unknown check '$check'" ;;
+esac
+echo "ok: $check"
