@@ -9,6 +9,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <array>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -72,7 +74,16 @@ struct CacheEntryBase {
 /// Per-thread oneDNN state. `context()` returns this thread's instance, created on first use.
 class Context {
  public:
-  Context() { LNF_DNNL_CHECK(engine_ = dnnl::engine(dnnl::engine::kind::cpu, 0); stream_ = dnnl::stream(engine_)); }
+  Context() {
+    LNF_DNNL_CHECK(engine_ = dnnl::engine(dnnl::engine::kind::cpu, 0); stream_ = dnnl::stream(engine_));
+    if (char const* env = std::getenv("LNF_CPU_CACHE_CAPACITY"); env != nullptr && *env != '\0') {
+      char* end = nullptr;
+      unsigned long long const n = std::strtoull(env, &end, 10);
+      LNF_EXPECTS_AS(ValueError, end != nullptr && *end == '\0' && n >= 16,
+                     "LNF_CPU_CACHE_CAPACITY='{}': expected a whole number of entries, at least 16", env);
+      capacity_ = static_cast<std::size_t>(n);
+    }
+  }
   Context(Context const&) = delete;
   Context& operator=(Context const&) = delete;
 
@@ -111,6 +122,27 @@ class Context {
     lru_.clear();
   }
 
+  /// Buffer `slot` (0 .. kWorkspaceSlots-1) of this thread, at least `bytes` long, 64-byte aligned.
+  /// Per-call working memory (oneDNN scratchpads, packed operands) lives here rather than in cache
+  /// entries: a buffer per entry cost gigabytes with thousands of cached shapes, one per slot costs
+  /// the largest single need. Valid until the next call for the same slot with more bytes.
+  static constexpr int kWorkspaceSlots = 3;
+  [[nodiscard]] void* workspace(int slot, std::size_t bytes) {
+    LNF_EXPECTS(slot >= 0 && slot < kWorkspaceSlots, "cpu::Context::workspace: slot {} of {}", slot, kWorkspaceSlots);
+    auto& w = workspace_[static_cast<std::size_t>(slot)];
+    if (w.bytes < bytes) {
+      std::size_t const size = (bytes + 63) / 64 * 64;
+      w.data.reset(static_cast<std::byte*>(::operator new(size, std::align_val_t{64})));
+      w.bytes = size;
+    }
+    return w.data.get();
+  }
+  [[nodiscard]] std::size_t workspace_bytes() const {
+    std::size_t n = 0;
+    for (auto const& w : workspace_) n += w.bytes;
+    return n;
+  }
+
  private:
   struct Slot {
     std::unique_ptr<detail::CacheEntryBase> entry;
@@ -123,8 +155,17 @@ class Context {
     }
   }
 
+  struct AlignedDelete {
+    void operator()(std::byte* p) const { ::operator delete(p, std::align_val_t{64}); }
+  };
+  struct Workspace {
+    std::unique_ptr<std::byte, AlignedDelete> data;
+    std::size_t bytes = 0;
+  };
+
   dnnl::engine engine_;
   dnnl::stream stream_;
+  std::array<Workspace, kWorkspaceSlots> workspace_;
   std::size_t capacity_ = 2048;
   std::list<std::string> lru_;  // keys, most recently used first
   std::unordered_map<std::string, Slot> cache_;

@@ -4,11 +4,13 @@
 // scale, beta as a sum post-op and the linear bias fused. Contract in ops/matmul.hpp.
 //
 // One cache entry per (dims, strides, bias, alpha, beta) in cpu::context() holds the primitive, its
-// memory objects (rebound with set_data_handle), a user scratchpad and the argument map, so a
-// steady-state call builds a key in a reused buffer, looks it up and executes: nothing is created.
+// memory objects (rebound with set_data_handle) and the argument map, so a steady-state call builds a
+// key in a reused buffer, looks it up and executes: nothing is created. The scratchpad is the
+// context's per-thread workspace (user scratchpad mode), not the entry's: entries stay small however
+// many shapes token-based batches produce.
 //
 // The one layout oneDNN has no fast kernel for, an operand with no unit stride in either of its last
-// two dims (e.g. every other column), is packed into a buffer owned by the cache entry first.
+// two dims (e.g. every other column), is packed into the context's workspace first.
 
 #include <lnformer/backend/cpu/cpu.hpp>
 #include <lnformer/ops/matmul.hpp>
@@ -58,26 +60,28 @@ struct Entry : CacheEntryBase {
   dnnl::matmul prim;
   dnnl::memory a, b, c, bias, scratchpad;
   std::unordered_map<int, dnnl::memory> args;
-  std::vector<float> a_packed, b_packed;  // row-major copies, only for operands that need packing
+  bool pack_a = false, pack_b = false;  // operands that need a row-major copy first
+  std::size_t scratch_bytes = 0;        // 0: the primitive needs no scratchpad
 
   Entry(Context& ctx, CView<Cpu> av, Dims const& as, CView<Cpu> bv, Dims const& bs, View<Cpu> cv,
         Dims const& cs, CView<Cpu> biasv, float alpha, float beta) {
     int const r = cv.rank();
     auto const& eng = ctx.engine();
-    auto desc_of = [&](auto const& v, Dims const& s, std::vector<float>* packed) {
-      if (packed != nullptr) {
-        packed->resize(static_cast<std::size_t>(v.numel()));
+    auto desc_of = [&](auto const& v, Dims const& s, bool packed) {
+      if (packed) {
         auto const rm = lnformer::detail::contiguous_strides(v.shape());
         return make_desc(r, v.shape().begin(), rm.data());
       }
       return make_desc(r, v.shape().begin(), s.data());
     };
-    auto const a_md = desc_of(av, as, needs_pack(as, r) ? &a_packed : nullptr);
-    auto const b_md = desc_of(bv, bs, needs_pack(bs, r) ? &b_packed : nullptr);
+    pack_a = needs_pack(as, r);
+    pack_b = needs_pack(bs, r);
+    auto const a_md = desc_of(av, as, pack_a);
+    auto const b_md = desc_of(bv, bs, pack_b);
     auto const c_md = make_desc(r, cv.shape().begin(), cs.data());
 
     dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // owned here: no allocation per call
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // the context's workspace: no allocation per call
     if (alpha != 1.f) attr.set_output_scales(0, {alpha});
     if (beta != 0.f) {
       dnnl::post_ops po;
@@ -103,8 +107,9 @@ struct Entry : CacheEntryBase {
     c = dnnl::memory(c_md, eng, DNNL_MEMORY_NONE);
     args = {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
     if (!biasv.empty()) args.emplace(DNNL_ARG_BIAS, bias);
-    if (pd.scratchpad_desc().get_size() != 0) {
-      scratchpad = dnnl::memory(pd.scratchpad_desc(), eng);
+    scratch_bytes = pd.scratchpad_desc().get_size();
+    if (scratch_bytes != 0) {
+      scratchpad = dnnl::memory(pd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
       args.emplace(DNNL_ARG_SCRATCHPAD, scratchpad);
     }
   }
@@ -182,9 +187,15 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
   auto& entry = ctx.cached<Entry>(key, [&] { return Entry(ctx, a, as, b, bs, c, cs, bias, alpha, beta); });
   float const* a_data = a.data();
   float const* b_data = b.data();
-  if (!entry.a_packed.empty()) pack(entry.a_packed.data(), a), a_data = entry.a_packed.data();
-  if (!entry.b_packed.empty()) pack(entry.b_packed.data(), b), b_data = entry.b_packed.data();
-  LNF_DNNL_CHECK(entry.a.set_data_handle(const_cast<float*>(a_data));
+  auto packed = [&](int slot, CView<Cpu> v) {
+    auto* dst = static_cast<float*>(ctx.workspace(slot, static_cast<std::size_t>(v.numel()) * sizeof(float)));
+    pack(dst, v);
+    return dst;
+  };
+  if (entry.pack_a) a_data = packed(1, a);
+  if (entry.pack_b) b_data = packed(2, b);
+  LNF_DNNL_CHECK(if (entry.scratch_bytes != 0) entry.scratchpad.set_data_handle(ctx.workspace(0, entry.scratch_bytes));
+                 entry.a.set_data_handle(const_cast<float*>(a_data));
                  entry.b.set_data_handle(const_cast<float*>(b_data)); entry.c.set_data_handle(c.data());
                  if (!bias.empty()) entry.bias.set_data_handle(const_cast<float*>(bias.data()));
                  entry.prim.execute(ctx.stream(), entry.args); ctx.stream().wait());
