@@ -6,7 +6,8 @@
 //   theorem1       ||dL/dW2|| of the last decoder layer against depth, log-log fit (Xiong, Theorem 1)
 //   output_change  |F(x, W) - F(x, W + delta)|^2 against the encoder's sublayer count N, random-sign and
 //                  gradient-sign perturbations, linear and log fits (Liu et al., Figure 4)
-//   dependency     beta_{i,j} of the encoder at initialisation, one heat map per policy (Liu, Fig. 7)
+//   dependency     beta_{i,j} of the encoder at initialisation and after --dependency-steps updates on
+//                  the synthetic task, two heat maps per policy (Liu et al., Figures 7 and 8)
 //   admin_profile  the w of every sublayer that Admin's profiling sets (and admin-torch's closed form)
 //   warmup         training curves on the synthetic reverse task: PostLN with and without warm-up,
 //                  PreLN without, at two learning rates (Xiong et al., the warm-up experiment)
@@ -73,19 +74,20 @@ struct Options {
   int batches = 3;
   int batch_size = 16;
   int layers = 6;  // grad_norms, dependency, admin_profile
+  int dependency_steps = 300;  // training before the "trained" dependency matrix
   std::vector<int> depths{3, 6, 12, 24};
   int seeds = 2;
   int max_sublayers = 32;
   int perturb_seeds = 3;
   float perturb_dropout = 0.f;
   // warm-up experiment
-  int steps = 100;
-  int warmup = 25;
+  int steps = 400;
+  int warmup = 100;
   std::vector<float> lrs{5e-4f, 1e-3f};
   int warm_layers = 6;
   std::int64_t warm_d_model = 32;
   int warm_batch = 32;
-  int eval_every = 25;
+  int eval_every = 50;
   int held_out = 200;
   std::uint64_t seed = 1;
   int threads = 0;
@@ -415,46 +417,80 @@ void fig_output_change(Options const& o) {
 
 // ---- 4. dependency (Liu et al., Figures 7 and 8) ----------------------------------------------------
 
+/// beta_(i,j) as CSV: rows i = 0..N (sublayer outputs), columns j = 0..N (branches; 0 = embedding).
+std::string dependency_csv(DependencyMatrix const& d) {
+  int const N = d.sublayers();
+  std::string csv = "i\\j";
+  for (int j = 0; j <= N; ++j) csv += fmt::format(",{}", j);
+  csv += "\n";
+  for (int r = 0; r <= N; ++r) {
+    csv += fmt::format("{}", r);
+    for (int j = 0; j <= N; ++j)
+      csv += fmt::format(",{:.6g}", j <= r ? d.beta[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)] : 0.0);
+    csv += "\n";
+  }
+  return csv;
+}
+
+/// Mean beta_(i,i) over the upper half of the sublayers (where the policies differ most).
+double upper_self_dependency(DependencyMatrix const& d) {
+  auto const s = d.self_dependency();
+  double upper = 0;
+  for (std::size_t k = s.size() / 2; k < s.size(); ++k) upper += s[k];
+  return upper / static_cast<double>(s.size() - s.size() / 2);
+}
+
 void fig_dependency(Options const& o) {
   auto const b = make_batches(1, static_cast<std::size_t>(o.batch_size), 5);
   int i = 0;
   int const n = static_cast<int>(o.norms.size());
-  fmt::print("\ndependency: beta_(i,j) of the encoder at initialisation ({} layers = {} sublayers, d {}); "
-             "beta_(i,i) is how much sublayer i's output depends on its own branch\n",
-             o.layers, 2 * o.layers, o.d_model);
+  fmt::print("\ndependency: beta_(i,j) of the encoder ({} layers = {} sublayers, d {}) at initialisation and after "
+             "{} updates on the synthetic task (Adam, lr 5e-4 after 50 warm-up steps, clip 1); beta_(i,i) is how "
+             "much sublayer i's output depends on its own branch\n",
+             o.layers, 2 * o.layers, o.d_model, o.dependency_steps);
   for_each_norm(o, [&](auto tag) {
     using Norm = typename decltype(tag)::type;
-    progress("dependency", fmt::format("{}, layer by layer", Norm::name), ++i, n);
+    progress("dependency", fmt::format("{}, at initialisation", Norm::name), ++i, n);
     Seq2Seq<Norm, Cpu> m(measure_config(o, o.layers, o.dropout), o.seed);
     prepare_for_analysis(m, b[0], kCtx);
-    auto const d = layer_dependency(m, b[0], kCtx, StackKind::encoder);
-    progress.clear();
-    int const N = d.sublayers();
-    std::string csv = "i\\j";
-    for (int j = 0; j <= N; ++j) csv += fmt::format(",{}", j);
-    csv += "\n";
-    for (int r = 0; r <= N; ++r) {
-      csv += fmt::format("{}", r);
-      for (int j = 0; j <= N; ++j)
-        csv += fmt::format(",{:.6g}", j <= r ? d.beta[static_cast<std::size_t>(r)][static_cast<std::size_t>(j)] : 0.0);
-      csv += "\n";
+    auto const init = layer_dependency(m, b[0], kCtx, StackKind::encoder);
+    // Figure 8: the same model trained (every policy trains at this rate with the short warm-up).
+    Trainer trainer(m, Adam{.beta1 = 0.9f, .beta2 = 0.98f}, LinearWarmup{.peak = 5e-4f, .warmup = 50},
+                    TrainerOptions{.clip_norm = 1.f, .seed = o.seed});
+    Rng rng(o.seed, 3);
+    double loss = 0;
+    for (int step = 1; step <= o.dependency_steps; ++step) {
+      auto const st = trainer.step(make_batch<Cpu>(measure_task().sample(rng, static_cast<std::size_t>(o.batch_size))));
+      loss = st.loss.loss / static_cast<double>(st.loss.tokens);  // per target token
+      if (step % 50 == 0)
+        progress("dependency", fmt::format("{}, training step {}/{}, loss {:.3f}", Norm::name, step, o.dependency_steps, loss),
+                 i, n);
     }
+    auto const trained = layer_dependency(m, b[0], kCtx, StackKind::encoder);
+    progress.clear();
+    int const N = init.sublayers();
     std::string const name = fmt::format("dependency_{}", Norm::name);
-    write_file(fs::path(o.out) / (name + ".csv"), csv);
-    auto const s = d.self_dependency();
-    double upper = 0;
-    for (std::size_t k = s.size() / 2; k < s.size(); ++k) upper += s[k];
-    upper /= static_cast<double>(s.size() - s.size() / 2);
-    fmt::print("  {:<7}: beta_ii = {}; mean over the upper half {:.3f}; beta_(N,0) (embedding) {:.3f}\n",
-               pretty(Norm::name), list(s, "{:.2f}"), upper, d.beta.back().front());
-    std::string gp = gp_header(name, 620, 520);
+    write_file(fs::path(o.out) / (name + ".csv"), dependency_csv(init));
+    write_file(fs::path(o.out) / (name + "_trained.csv"), dependency_csv(trained));
+    fmt::print("  {:<7}: beta_ii = {}; upper-half mean {:.3f}; beta_(N,0) (embedding) {:.3f}  [initialisation]\n",
+               pretty(Norm::name), list(init.self_dependency(), "{:.2f}"), upper_self_dependency(init),
+               init.beta.back().front());
+    fmt::print("  {:<7}  beta_ii = {}; upper-half mean {:.3f}; beta_(N,0) (embedding) {:.3f}  [trained {} steps, "
+               "loss per token {:.3f}]\n",
+               "", list(trained.self_dependency(), "{:.2f}"), upper_self_dependency(trained),
+               trained.beta.back().front(), o.dependency_steps, loss);
+    std::string gp = gp_header(name, 1000, 480);
     gp += fmt::format(
-        "set title \"{}: layer dependency beta(i,j) at initialisation, encoder (Liu et al. 2020)\"\n"
+        "set multiplot layout 1,2 title \"{}: layer dependency beta(i,j), encoder (Liu et al. 2020, Figures 7 and 8)\"\n"
         "set xlabel 'j (branch; 0 = embedding)'\nset ylabel 'i (sublayer output)'\n"
         "set xrange [-0.5:{}.5]\nset yrange [{}.5:-0.5]\nset cbrange [0:1]\nset palette rgbformulae 30,31,32 negative\n"
         "set size ratio -1\nunset grid\nset tics out\n"
-        "plot '{}.csv' matrix rowheaders columnheaders using 1:2:3 with image notitle\n",
-        pretty(Norm::name), N, N, name);
+        "set title 'at initialisation'\n"
+        "plot '{}.csv' matrix rowheaders columnheaders using 1:2:3 with image notitle\n"
+        "set title 'after {} updates'\n"
+        "plot '{}_trained.csv' matrix rowheaders columnheaders using 1:2:3 with image notitle\n"
+        "unset multiplot\n",
+        pretty(Norm::name), N, N, name, o.dependency_steps, name);
     render(o, name, gp);
   });
 }
@@ -648,6 +684,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "sequences per measurement batch")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--layers", o.layers, "layers per stack for grad_norms, dependency and admin_profile")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--dependency-steps", o.dependency_steps, "dependency: training updates before the trained matrix")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--depths", o.depths, "theorem1: layers per stack (comma-separated, at least 2)")

@@ -8,6 +8,9 @@
 #include <lnformer/analysis/perturbation.hpp>
 #include <lnformer/core/type_list.hpp>
 #include <lnformer/data/synthetic.hpp>
+#include <lnformer/optim/optimizers.hpp>
+#include <lnformer/schedule/schedules.hpp>
+#include <lnformer/train/trainer.hpp>
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -197,6 +200,43 @@ TEST_CASE("layer dependency beta at initialisation") {
     CHECK(post > 2 * pre);
     CHECK(post > 1.5 * admin);
   }
+}
+
+TEST_CASE("layer dependency of a trained model (Liu et al. Figure 8)") {
+  // The same models trained briefly on the task: the decomposition still reproduces the stack, PreLN's
+  // stays exact (x_i = x_(i-1) + a_i whatever the weights), and training has moved beta.
+  auto const b = batches(1);
+  auto run = [&]<class Norm>(TypeTag<Norm>) {
+    Seq2Seq<Norm, Cpu> m(small_config(4), 1);
+    prepare_for_analysis(m, b[0], kCtx);
+    auto const init = layer_dependency(m, b[0], kCtx, StackKind::encoder);
+    Trainer trainer(m, Adam{.beta1 = 0.9f, .beta2 = 0.98f}, LinearWarmup{.peak = 1e-3f, .warmup = 20},
+                    TrainerOptions{.clip_norm = 1.f, .seed = 3});
+    Rng rng(9);
+    double first = 0, last = 0;
+    for (int step = 1; step <= 120; ++step) {
+      double const loss = trainer.step(make_batch<Cpu>(task().sample(rng, 16))).loss.loss;
+      if (step <= 10) first += loss / 10;
+      if (step > 110) last += loss / 10;
+    }
+    auto const d = layer_dependency(m, b[0], kCtx, StackKind::encoder);
+    auto const s0 = init.self_dependency(), s1 = d.self_dependency();
+    double moved = 0;
+    for (std::size_t i = 0; i < s0.size(); ++i) moved = std::max(moved, std::abs(s1[i] - s0[i]));
+    MESSAGE(fmt::format("{}: loss {:.3f} -> {:.3f}; beta_ii {::.3f} -> {::.3f} (largest change {:.3f}); "
+                        "reproduction error {:.2e}",
+                        Norm::name, first, last, s0, s1, moved, d.reproduction_error));
+    CHECK(last < 0.9 * first);  // it did train (the summed loss of 16 sequences, 10-step means)
+    CHECK(d.reproduction_error < 1e-4);
+    CHECK(moved > 0.02);
+    for (auto const& row : d.beta)
+      for (double v : row) CHECK(std::isfinite(v));
+    if constexpr (std::is_same_v<Norm, PreLN>)
+      for (double c : d.coef_x) CHECK(c == doctest::Approx(1).epsilon(1e-3));
+  };
+  run(TypeTag<PostLN>{});
+  run(TypeTag<PreLN>{});
+  run(TypeTag<AdminLN>{});
 }
 
 TEST_CASE("layer dependency of a LanguageModel reproduces its stack") {
