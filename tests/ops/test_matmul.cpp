@@ -11,6 +11,8 @@
 
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <string>
@@ -216,9 +218,26 @@ TEST_CASE("matmul: the primitive cache keeps the most recently used entries and 
   };
   for (std::int64_t m = 1; m <= 40; ++m) product(m);
   CHECK(ctx.cached_primitives() == 16);
+  std::uint64_t const misses = ctx.cache_misses(), lookups = ctx.cache_lookups();
+  product(40);  // still cached: a hit
+  CHECK(ctx.cache_lookups() == lookups + 1);
+  CHECK(ctx.cache_misses() == misses);
   product(1);  // evicted long ago: rebuilt, still right
+  CHECK(ctx.cache_misses() == misses + 1);
   CHECK(ctx.cached_primitives() == 16);
   ctx.set_capacity(saved);
+}
+
+TEST_CASE("matmul: oneDNN's own primitive cache is off unless the user sized it") {
+  (void)cpu::context();
+  // Evicted primitives must not live on in oneDNN's process-wide cache (gigabytes on a translation
+  // run); a user's ONEDNN_PRIMITIVE_CACHE_CAPACITY is left alone.
+  if (std::getenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY") == nullptr && std::getenv("DNNL_PRIMITIVE_CACHE_CAPACITY") == nullptr)
+    CHECK(dnnl::get_primitive_cache_capacity() == 0);
+  else
+    MESSAGE("ONEDNN_PRIMITIVE_CACHE_CAPACITY is set: oneDNN's cache capacity is the user's (",
+            dnnl::get_primitive_cache_capacity(), ")");
+  CHECK(cpu::context().capacity() >= 16);
 }
 
 // ---- matmul_backward ------------------------------------------------------------------------------
