@@ -22,6 +22,11 @@
 
 #include <lnformer/norm/policies.hpp>
 
+#include <lnformer/data/gettext.hpp>
+#include <lnformer/data/parallel_corpus.hpp>
+#include <lnformer/data/synthetic.hpp>
+#include <lnformer/data/token_batches.hpp>
+
 #include <lnformer/model/batch.hpp>
 #include <lnformer/model/config.hpp>
 #include <lnformer/model/language_model.hpp>
@@ -31,6 +36,8 @@
 #include <lnformer/decode/greedy.hpp>
 #include <lnformer/decode/incremental.hpp>
 #include <lnformer/metrics/accuracy.hpp>
+#include <lnformer/metrics/bleu.hpp>
+#include <lnformer/metrics/chrf.hpp>
 
 #include <lnformer/analysis/admin.hpp>
 #include <lnformer/analysis/dependency.hpp>
@@ -40,6 +47,8 @@
 
 #include <lnformer/optim/optimizers.hpp>
 #include <lnformer/schedule/schedules.hpp>
+#include <lnformer/train/trainer.hpp>
 
+#include <lnformer/io/checksum.hpp>
 #include <lnformer/io/parameters.hpp>
 #include <lnformer/io/safetensors.hpp>

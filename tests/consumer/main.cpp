@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <span>
+#include <string>
 #include <vector>
 
 int main() {
@@ -32,7 +33,12 @@ int main() {
   auto const batch = make_batch<Cpu>({{4, 5, 6}, {7, 8}}, {{9, 10}, {11}});
   auto const stats = model.forward(batch, ForwardContext{.training = false});
   model.backward(1.f);
-  bool const model_ok = std::isfinite(stats.loss) && stats.tokens == 5;
+  // One Trainer step (train/) and a BLEU score (metrics/): the umbrella header must bring them too.
+  Trainer trainer(model, Adam{}, Constant{.lr = 1e-3f}, TrainerOptions{.clip_norm = 1.f});
+  auto const step = trainer.step(batch);
+  std::vector<std::string> const hyp{"the cat sat on the mat"}, ref{"the cat sat on the mat"};
+  bool const model_ok = std::isfinite(stats.loss) && stats.tokens == 5 && step.step == 1 &&
+                        std::isfinite(step.grad_norm) && std::abs(corpus_bleu(hyp, ref).score - 100.0) < 1e-9;
 
   fmt::print("lnformer {} consumer ok: shape {}, sum {}, engine kind cpu={}, model loss finite={}\n",
              LNF_VERSION_STRING, t.shape(), sum, ctx.engine().get_kind() == dnnl::engine::kind::cpu, model_ok);
