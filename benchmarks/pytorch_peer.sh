@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# lnformer against PyTorch on the same model, back to back in one invocation: fairseq's
+# transformer_iwslt_de_en shape (6 + 6 layers, d 512, FFN 1024, 4 heads, shared vocabulary of 8,000),
+# batches of 128 x 32 = 4,096 target tokens, Adam, dropout 0.1, label smoothing 0.1, clipping at 1,
+# for Post-LN and Pre-LN, f32, the same thread count for both. Prints each side's ms per step, target
+# tokens/s and peak RSS, and the throughput ratio.
+#
+#   bash benchmarks/pytorch_peer.sh [build dir, default build] [extra bench_policy_matrix/pytorch_peer.py flags]
+#   STEPS=5 THREADS=2 bash benchmarks/pytorch_peer.sh
+#
+# lnformer's side is bench_policy_matrix restricted to {post,pre} x adam x constant; PyTorch's is
+# benchmarks/pytorch_peer.py (torch.nn.Transformer; Debian's python3-torch with libopenblas0-openmp).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+build=${1:-build}
+shift || true
+bench=$build/benchmarks/bench_policy_matrix
+[[ -x $bench ]] || { echo "pytorch_peer: $bench is missing; build the benchmarks first (cmake --build $build --target bench_policy_matrix)" >&2; exit 1; }
+threads=${THREADS:-$(nproc)}
+steps=${STEPS:-3}
+export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+shape=(--layers 6 --d-model 512 --ffn 1024 --heads 4 --vocab 8000 --sentences 128 --src-len 32 --tgt-len 32
+       --warm-steps 1 --steps "$steps")
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "pytorch_peer: IWSLT shape, 128 x 32 tokens per batch, $steps timed steps after 1, $threads threads"
+"$bench" "${shape[@]}" --norms post,pre --optimizers adam --schedules constant --json "$out/lnf.json" "$@"
+for norm in post pre; do
+  echo "pytorch_peer: PyTorch $norm ..."
+  /usr/bin/python3 benchmarks/pytorch_peer.py --norm "$norm" "${shape[@]}" --threads "$threads" > "$out/torch_$norm.json"
+done
+
+/usr/bin/python3 - "$out" <<'PY'
+import json, sys
+d = sys.argv[1]
+lnf = {r["norm"]: r for r in json.load(open(f"{d}/lnf.json"))["rows"]}
+peak = json.load(open(f"{d}/lnf.json"))["gemm_peak_gflops"]
+print()
+print(f"{'norm':<6} {'lnformer tok/s':>15} {'PyTorch tok/s':>14} {'ratio':>7} {'lnformer MB':>12} {'PyTorch MB':>11} {'lnformer of peak':>17}")
+for norm in ("post", "pre"):
+    t = json.loads(open(f"{d}/torch_{norm}.json").read())
+    l = lnf.get(norm, {})
+    if "error" in l or not l:
+        print(f"{norm:<6} lnformer failed: {l.get('error', 'no row')}")
+        continue
+    print(f"{norm:<6} {l['target_tokens_per_s']:>15.0f} {t['target_tokens_per_s']:>14.0f} "
+          f"{l['target_tokens_per_s'] / t['target_tokens_per_s']:>6.2f}x {l['peak_rss_mib']:>12.0f} "
+          f"{t['peak_rss_mib']:>11.0f} {100 * l['fraction_of_peak']:>16.1f}%")
+print(f"(PyTorch {t['version']}, {t['threads']} threads, BLAS {t['blas']}; f32 GEMM peak {peak:.1f} GFLOP/s)")
+PY
