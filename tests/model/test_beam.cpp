@@ -223,6 +223,10 @@ TEST_CASE("beam search scores at least greedy's, and a large beam finds the exha
     // sentence once `beam` hypotheses have finished, so with alpha = 1 short finishers can end it
     // before greedy's longer, better-normalised output completes (it happens here: seed 4). Checked
     // where it holds on these models (alpha 0 and 0.6); for alpha = 1 a beam of 50 must do it.
+    // Scores are sums of f32 log-probabilities computed in batches of 1, 5 and 50 rows, whose GEMMs
+    // round differently (by ISA: AVX2 kernels on AMD EPYC differ from AVX-512 ones), so "at least"
+    // allows 1e-5 relative: the same hypothesis found by both may score a few ulps apart.
+    auto tol = [](double a) { return 1e-5 * std::max(1.0, std::abs(a)); };
     int compared = 0, better = 0, worse_at_1 = 0;
     for (std::uint64_t seed = 1; seed <= 6; ++seed) {
       Seq2Seq<PostLN, Cpu> model(beam_config(), seed);
@@ -236,12 +240,12 @@ TEST_CASE("beam search scores at least greedy's, and a large beam finds the exha
           CAPTURE(seed);
           CAPTURE(alpha);
           CAPTURE(i);
-          if (alpha < 1.0) CHECK(bs[i][0].score >= g[i][0].score - 1e-9);
-          else worse_at_1 += bs[i][0].score < g[i][0].score - 1e-9 ? 1 : 0;
-          CHECK(wide[i][0].score >= g[i][0].score - 1e-9);
-          CHECK(wide[i][0].score >= bs[i][0].score - 1e-9);
+          if (alpha < 1.0) CHECK(bs[i][0].score >= g[i][0].score - tol(g[i][0].score));
+          else worse_at_1 += bs[i][0].score < g[i][0].score - tol(g[i][0].score) ? 1 : 0;
+          CHECK(wide[i][0].score >= g[i][0].score - tol(g[i][0].score));
+          CHECK(wide[i][0].score >= bs[i][0].score - tol(bs[i][0].score));
           ++compared;
-          better += bs[i][0].score > g[i][0].score + 1e-9 ? 1 : 0;
+          better += bs[i][0].score > g[i][0].score + tol(g[i][0].score) ? 1 : 0;
         }
       }
     }
