@@ -103,10 +103,16 @@ def main():
             times.append(dt)
     times.sort()
     ms = 1e3 * times[len(times) // 2]
+    # Debian's torch says BLAS_INFO=generic: it calls libblas.so.3, whichever library the
+    # alternatives system points that at (OpenBLAS with libopenblas0-openmp installed).
     blas = "unknown"
     try:
         cfg = torch.__config__.show()
-        blas = "openblas" if "openblas" in cfg.lower() else ("mkl" if "mkl" in cfg.lower() else "other")
+        if "BLAS_INFO=" in cfg:
+            blas = cfg.split("BLAS_INFO=")[1].split(",")[0]
+        lib = "/usr/lib/x86_64-linux-gnu/libblas.so.3"
+        if blas == "generic" and os.path.exists(lib):
+            blas = f"generic -> {os.path.realpath(lib)}"
     except Exception:
         pass
     print(json.dumps({
