@@ -14,21 +14,25 @@
 #   bash scripts/compare-norms.sh                 STEPS=160 LR=1e-3 WARMUP=50 EVERY=20 (about 35 min
 #                                                 on two cores)
 #   STEPS=1000 LR=5e-4 bash scripts/compare-norms.sh --layers 6
-# Extra arguments go to every `translate train`.
+#   LR=5e-4 NAMES="post-warmup post pre" OUT=runs/compare-5e-4 bash scripts/compare-norms.sh
+# Extra arguments go to every `translate train`; NAMES picks runs (default all four), OUT the directory.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup-translate.sh
 
 steps=${STEPS:-160} lr=${LR:-1e-3} warmup=${WARMUP:-50} every=${EVERY:-20}
-dir=runs/compare
+dir=${OUT:-runs/compare}
 mkdir -p "$dir"
-names=(post-warmup post pre admin)
+read -r -a names <<< "${NAMES:-post-warmup post pre admin}"
 declare -A flags=(
   [post-warmup]="--norm post --schedule linear_warmup --warmup $warmup"
   [post]="--norm post --schedule constant"
   [pre]="--norm pre --schedule constant"
   [admin]="--norm admin --schedule constant"
 )
+for name in "${names[@]}"; do
+  [[ -n ${flags[$name]:-} ]] || { echo "compare-norms: unknown run '$name' in NAMES (post-warmup, post, pre, admin)" >&2; exit 1; }
+done
 t0=$SECONDS
 for name in "${names[@]}"; do
   rm -rf "${dir:?}/$name"
@@ -65,8 +69,8 @@ field() {  # field <jsonl> <event> <key>: "step value" lines
   echo "|---|---|---|---|---|"
   for name in "${names[@]}"; do
     m=$dir/$name/metrics.jsonl
-    bleu=$(field "$m" test bleu | awk '{print $2}'); chrf=$(field "$m" test chrf | awk '{print $2}')
-    best=$(field "$m" valid best_bleu | tail -1 | awk '{print $2}'); bstep=$(field "$m" valid best_step | tail -1 | awk '{print $2}')
+    bleu=$(field "$m" test bleu | awk '{printf "%.2f", $2}'); chrf=$(field "$m" test chrf | awk '{printf "%.2f", $2}')
+    best=$(field "$m" valid best_bleu | tail -1 | awk '{printf "%.2f", $2}'); bstep=$(field "$m" valid best_step | tail -1 | awk '{print $2}')
     if grep -q '"event":"diverged"' "$m"; then bleu="diverged"; chrf="-"; fi
     printf '| %s | `%s` | %s | %s | %s (%s) |\n' "$name" "${flags[$name]}" "${bleu:-?}" "${chrf:-?}" "${best:-?}" "${bstep:-?}"
   done
@@ -82,7 +86,7 @@ set key top right
 set xlabel "update step"
 set ylabel "validation loss (label-smoothed cross-entropy)"
 set title "de-en (Debian gettext corpus): lr $lr, $steps steps, warm-up $warmup steps for post-warmup"
-plot for [i=2:5] "$dir/valid_loss.csv" using 1:i with linespoints title columnhead(i)
+plot for [i=2:$((${#names[@]} + 1))] "$dir/valid_loss.csv" using 1:i with linespoints title columnhead(i)
 GP
   echo "compare-norms: wrote $dir/valid_loss.png"
 fi
