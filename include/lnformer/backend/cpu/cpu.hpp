@@ -129,7 +129,7 @@ class Context {
     return static_cast<E&>(*it->second.entry);
   }
   [[nodiscard]] std::size_t cached_primitives() const { return cache_.size(); }
-  /// Lookups and misses (entries built) since this context was made: benchmarks print the ratio.
+  /// Lookups and misses (entries built) since this context was made, to read the cache's hit rate.
   [[nodiscard]] std::uint64_t cache_lookups() const { return lookups_; }
   [[nodiscard]] std::uint64_t cache_misses() const { return misses_; }
   [[nodiscard]] std::size_t capacity() const { return capacity_; }
