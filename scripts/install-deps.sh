@@ -23,6 +23,8 @@ packages=(
   clang libclang-rt-14-dev
   # PyTorch for the parity tests and benchmark baselines, with OpenMP OpenBLAS behind numpy
   libopenblas0-openmp
+  # data-parallel training (dist/mpi.hpp, the mpirun tests)
+  libopenmpi-dev openmpi-bin
 )
 if [[ "${LNF_DEPS_SKIP_TORCH:-0}" != 1 ]]; then
   packages+=(python3-torch)

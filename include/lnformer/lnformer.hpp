@@ -48,6 +48,7 @@
 #include <lnformer/optim/optimizers.hpp>
 #include <lnformer/schedule/schedules.hpp>
 #include <lnformer/train/trainer.hpp>
+#include <lnformer/dist/communicator.hpp>
 
 #include <lnformer/io/checksum.hpp>
 #include <lnformer/io/parameters.hpp>

@@ -1,10 +1,10 @@
 #pragma once
 // Trainer<Model, Optimizer, Schedule>: one training step bundled for users who do not write their own
-// loop. It only composes public parts (Model::train_step, clip_grad_norm, the optimizer and the
+// loop. It only composes public parts (Model::forward/backward, clip_grad_norm, the optimizer and the
 // schedule), so a hand-written loop can do exactly the same:
 //
 //   model.zero_grad();
-//   stats = model.train_step(batch, {.training = true, .seed = seed, .pass = step});
+//   stats = model.train_step(batch, {.training = true, .seed = seed, .pass = step});  // forward + backward
 //   norm  = clip_grad_norm(params, clip_norm);            // the norm before clipping
 //   check: loss and norm finite, loss not exploding       // else DivergenceError, nothing updated
 //   opt.step(state, params, schedule(step));
@@ -13,12 +13,25 @@
 // optimizer state were loaded from a checkpoint (load_checkpoint) continues the schedule and the
 // dropout masks where the saved run stopped.
 //
+// Data parallelism (TrainerOptions::comm, a dist::Communicator such as dist::Mpi): every rank holds
+// the whole model and gives step() its own batch; the update is the one single-process training
+// would make on the concatenation of all ranks' batches. Per step: forward on the local batch; one
+// all-reduce of (loss, nll, target tokens); backward scaled by 1 / (global target tokens); the
+// gradients summed over the ranks in buckets (dist::allreduce_gradients); then clipping, the
+// divergence check and the update, identical on every rank because their inputs are. A rank with no
+// batch left (the end of an epoch) calls step_idle() and contributes nothing. The constructor
+// broadcasts rank 0's parameters; save_checkpoint writes on rank 0 only; load_checkpoint reads on
+// rank 0 and broadcasts parameters, optimizer state and metadata (so other hosts need no copy of the
+// file). Dropout masks of rank r > 0 use seed + r * 0x9E3779B97F4A7C15 (rank 0 keeps the
+// single-process masks), so ranks do not drop the same positions of different sentences.
+//
 // Divergence: a non-finite loss or gradient norm, or (when explode_factor > 0) a mean loss above
 // explode_factor times the lowest mean loss seen so far, throws DivergenceError carrying the step,
 // the learning rate and the last finite loss, before the update: the parameters are those of the
 // last good step.
 
 #include <lnformer/core/error.hpp>
+#include <lnformer/dist/communicator.hpp>
 #include <lnformer/io/checksum.hpp>
 #include <lnformer/io/parameters.hpp>
 #include <lnformer/io/safetensors.hpp>
@@ -31,12 +44,15 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <map>
 #include <string>
+#include <span>
 #include <utility>
+#include <vector>
 
 namespace lnformer {
 
@@ -44,6 +60,10 @@ struct TrainerOptions {
   float clip_norm = 0.f;       ///< global-norm clipping threshold; 0 computes the norm without clipping
   float explode_factor = 10.f; ///< divergence when the mean loss exceeds this times the lowest so far (0: off)
   std::uint64_t seed = 1;      ///< dropout seed (masks are a function of seed, site and step)
+  /// Data-parallel training over these ranks (null: this process alone). Not owned.
+  dist::Communicator* comm = nullptr;
+  /// Gradient all-reduce bucket, in floats (see dist::allreduce_gradients).
+  std::size_t bucket_floats = dist::kDefaultBucketFloats;
 };
 
 /// A training run diverged. what() says where; the fields say it to programs.
@@ -86,37 +106,27 @@ class Trainer {
                    "Trainer: clip_norm {} must be finite and >= 0", options_.clip_norm);
     LNF_EXPECTS_AS(ValueError, options_.explode_factor == 0.f || options_.explode_factor > 1.f,
                    "Trainer: explode_factor {} must be 0 (off) or > 1", options_.explode_factor);
+    if (distributed()) {
+      if constexpr (std::is_same_v<backend, Cpu>) {
+        dist::broadcast_parameters(*options_.comm, params_);
+      } else {
+        throw ValueError(fmt::format("Trainer: data-parallel training over {} is implemented for the Cpu backend only",
+                                     options_.comm->name()));
+      }
+    }
   }
 
-  /// One update from `batch` (a Batch or LmBatch the model's train_step takes).
+  /// One update from `batch` (a Batch or LmBatch the model's forward takes); with a communicator,
+  /// this rank's share of the global batch.
   template <class BatchT>
   StepStats step(BatchT const& batch) {
-    std::int64_t const t = state_.step + 1;
-    model_.zero_grad();
-    StepStats s;
-    s.step = t;
-    s.loss = model_.train_step(batch, ForwardContext{.training = true,
-                                                     .seed = options_.seed,
-                                                     .pass = static_cast<std::uint64_t>(t)});
-    s.lr = schedule_(t);
-    s.grad_norm = clip_grad_norm(params_, options_.clip_norm);
-    double const mean = s.loss.mean_loss();
-    bool const finite = std::isfinite(mean) && std::isfinite(s.grad_norm);
-    bool const exploded = finite && options_.explode_factor > 0.f && std::isfinite(best_loss_) &&
-                          mean > static_cast<double>(options_.explode_factor) * best_loss_;
-    if (!finite || exploded) {
-      throw DivergenceError(
-          fmt::format("training diverged at step {} (learning rate {:.4g}): {}; last finite loss {}", t, s.lr,
-                      finite ? fmt::format("loss {:.4f} is more than {} times the lowest so far ({:.4f})", mean,
-                                           options_.explode_factor, best_loss_)
-                             : fmt::format("loss {}, gradient norm {}", mean, s.grad_norm),
-                      std::isfinite(last_finite_) ? fmt::format("{:.4f}", last_finite_) : std::string("none")),
-          t, s.lr, mean, s.grad_norm, last_finite_);
-    }
-    opt_.step(state_, params_, s.lr);
-    last_finite_ = mean;
-    if (s.loss.tokens > 0) best_loss_ = std::isfinite(best_loss_) ? std::min(best_loss_, mean) : mean;
-    return s;
+    return run_step([&](ForwardContext const& ctx) { return model_.forward(batch, ctx); }, true);
+  }
+  /// A data-parallel step in which this rank has no batch (fewer batches than ranks were left): it
+  /// takes part in the collectives with zero loss, tokens and gradients and applies the same update.
+  StepStats step_idle() {
+    LNF_EXPECTS_AS(ValueError, distributed(), "Trainer::step_idle: only a data-parallel Trainer has idle steps");
+    return run_step([](ForwardContext const&) { return LossStats{}; }, false);
   }
 
   /// Updates done so far.
@@ -127,11 +137,17 @@ class Trainer {
   [[nodiscard]] State& optimizer_state() { return state_; }
   [[nodiscard]] Sched const& schedule() const { return schedule_; }
   [[nodiscard]] TrainerOptions const& options() const { return options_; }
+  [[nodiscard]] bool distributed() const { return options_.comm != nullptr && options_.comm->size() > 1; }
+  /// This process's rank (0 without a communicator) and the number of ranks.
+  [[nodiscard]] int rank() const { return options_.comm ? options_.comm->rank() : 0; }
+  [[nodiscard]] int world_size() const { return options_.comm ? options_.comm->size() : 1; }
 
   /// Parameters and optimizer state in one safetensors file (written atomically), with `extra`
   /// metadata entries (a caller's epoch, data position, configuration...) and a SHA-256 of the
   /// tensors and metadata under io::kChecksumKey (io/checksum.hpp), verified by load_checkpoint.
+  /// Data-parallel: rank 0 writes, the other ranks do nothing (every rank holds the same state).
   void save_checkpoint(std::string const& path, std::map<std::string, std::string> const& extra = {}) const {
+    if (rank() != 0) return;
     auto tensors = io::optimizer_state_tensors(state_);
     std::vector<Tensor<Cpu>> host;  // only for non-CPU backends
     host.reserve(params_.size());
@@ -156,6 +172,53 @@ class Trainer {
   /// require_checksum), is an IoError before anything is changed; a mismatch (names, shapes,
   /// optimizer) is an IoError as well.
   std::map<std::string, std::string> load_checkpoint(std::string const& path, bool require_checksum = false) {
+    if (!distributed()) return load_checkpoint_here(path, require_checksum);
+    if constexpr (std::is_same_v<backend, Cpu>) {
+      // Rank 0 reads; its outcome (an error message, or the state) goes to every rank, so that a bad
+      // file is the same IoError everywhere instead of a hang.
+      auto& comm = *options_.comm;
+      std::map<std::string, std::string> meta;
+      std::string error;
+      if (comm.is_root()) {
+        try {
+          meta = load_checkpoint_here(path, require_checksum);
+        } catch (std::exception const& e) {
+          error = e.what();
+          if (error.empty()) error = "unknown error";
+        }
+      }
+      dist::broadcast_string(comm, error);
+      if (!error.empty()) throw IoError(comm.is_root() ? error : fmt::format("rank 0: {}", error));
+      for (auto const& p : params_)
+        dist::broadcast_floats(comm, std::span<float>(p.param->value.data(), static_cast<std::size_t>(p.param->value.numel())));
+      for (auto& kind : state_.buffers)
+        for (auto& t : kind) dist::broadcast_floats(comm, std::span<float>(t.data(), static_cast<std::size_t>(t.numel())));
+      dist::broadcast_value(comm, state_.step);
+      dist::broadcast_value(comm, best_loss_);
+      dist::broadcast_value(comm, last_finite_);
+      std::string flat;  // the metadata as length-prefixed key/value pairs
+      for (auto const& [k, v] : meta) flat += fmt::format("{}:{}{}:{}", k.size(), k, v.size(), v);
+      dist::broadcast_string(comm, flat);
+      meta.clear();
+      for (std::size_t i = 0; i < flat.size();) {
+        auto take = [&] {
+          auto const colon = flat.find(':', i);
+          auto const n = std::stoull(flat.substr(i, colon - i));
+          std::string out = flat.substr(colon + 1, n);
+          i = colon + 1 + n;
+          return out;
+        };
+        std::string k = take();
+        meta[std::move(k)] = take();
+      }
+      return meta;
+    } else {
+      throw ValueError("Trainer::load_checkpoint: data-parallel loading is implemented for the Cpu backend only");
+    }
+  }
+
+ private:
+  std::map<std::string, std::string> load_checkpoint_here(std::string const& path, bool require_checksum) {
     auto const file = io::SafetensorsFile::open(path);
     io::verify_checksum(file, require_checksum);
     io::load_optimizer_state(file, opt_, state_);
@@ -170,7 +233,49 @@ class Trainer {
     return meta;
   }
 
- private:
+  // One update: `local(ctx)` runs this rank's forward pass (has_batch: backward follows).
+  template <class Forward>
+  StepStats run_step(Forward&& local, bool has_batch) {
+    std::int64_t const t = state_.step + 1;
+    model_.zero_grad();
+    StepStats s;
+    s.step = t;
+    std::uint64_t seed = options_.seed;
+    if (rank() > 0) seed += static_cast<std::uint64_t>(rank()) * 0x9E3779B97F4A7C15ull;
+    s.loss = local(ForwardContext{.training = true, .seed = seed, .pass = static_cast<std::uint64_t>(t)});
+    if (distributed()) {
+      std::array<double, 3> sums{s.loss.loss, s.loss.nll, static_cast<double>(s.loss.tokens)};
+      options_.comm->allreduce_sum(std::span<double>(sums));
+      s.loss = LossStats{.loss = sums[0], .nll = sums[1], .tokens = static_cast<std::int64_t>(sums[2])};
+    }
+    // The gradient of the mean loss over every rank's target tokens (the model's train_step with
+    // one rank).
+    if (has_batch) model_.backward(s.loss.tokens > 0 ? 1.f / static_cast<float>(s.loss.tokens) : 0.f);
+    if (distributed()) {
+      if constexpr (std::is_same_v<backend, Cpu>)
+        dist::allreduce_gradients(*options_.comm, params_, bucket_, options_.bucket_floats);
+    }
+    s.lr = schedule_(t);
+    s.grad_norm = clip_grad_norm(params_, options_.clip_norm);
+    double const mean = s.loss.mean_loss();
+    bool const finite = std::isfinite(mean) && std::isfinite(s.grad_norm);
+    bool const exploded = finite && options_.explode_factor > 0.f && std::isfinite(best_loss_) &&
+                          mean > static_cast<double>(options_.explode_factor) * best_loss_;
+    if (!finite || exploded) {
+      throw DivergenceError(
+          fmt::format("training diverged at step {} (learning rate {:.4g}): {}; last finite loss {}", t, s.lr,
+                      finite ? fmt::format("loss {:.4f} is more than {} times the lowest so far ({:.4f})", mean,
+                                           options_.explode_factor, best_loss_)
+                             : fmt::format("loss {}, gradient norm {}", mean, s.grad_norm),
+                      std::isfinite(last_finite_) ? fmt::format("{:.4f}", last_finite_) : std::string("none")),
+          t, s.lr, mean, s.grad_norm, last_finite_);
+    }
+    opt_.step(state_, params_, s.lr);
+    last_finite_ = mean;
+    if (s.loss.tokens > 0) best_loss_ = std::isfinite(best_loss_) ? std::min(best_loss_, mean) : mean;
+    return s;
+  }
+
   Model& model_;
   ParameterList<backend> params_;
   Opt opt_;
@@ -179,6 +284,7 @@ class Trainer {
   State state_;
   double best_loss_ = std::numeric_limits<double>::quiet_NaN();
   double last_finite_ = std::numeric_limits<double>::quiet_NaN();
+  std::vector<float> bucket_;  // gradient all-reduce packing buffer (data-parallel only)
 };
 
 }  // namespace lnformer
