@@ -15,6 +15,12 @@
 #   data        the user-file reader's errors reach the command line: different line counts (both
 #               files and counts named), invalid UTF-8 (file and line named), missing file.
 #   translate   translate and evaluate run on a trained checkpoint (stdin -> stdout; BLEU signature).
+#   mpi         (needs LNF_MPIEXEC, the launcher with its options) data-parallel runs on 2 ranks: one
+#               progress report (rank 0's); 4 steps + resume on 2 ranks is bit-identical to 8 steps on
+#               2 ranks; a 2-rank checkpoint resumes on 1 rank and a 1-rank one on 2; a corrupted
+#               checkpoint ends both ranks with status 1 and the checksum message.
+#   mpi_kill    rank 1 of a 2-rank run is killed (SIGKILL) mid-training: the job exits non-zero within
+#               60 s instead of hanging.
 set -uo pipefail
 
 bin=${1:?translate binary}
@@ -209,6 +215,84 @@ translate)
   expect_status 0 eval.log "evaluate"
   expect_in eval.log "BLEU.*= *[0-9.]+" "evaluate prints BLEU"
   expect_in eval.log "chrF" "evaluate prints chrF"
+  ;;
+
+mpi)
+  [[ -n ${LNF_MPIEXEC:-} ]] || fail "LNF_MPIEXEC (the MPI launcher command) is not set"
+  read -r -a mpiexec <<< "$LNF_MPIEXEC"
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  train2() {  # train2 <out> <args...>: the tiny run on 2 ranks, one thread each
+    local out=$1; shift
+    "${mpiexec[@]}" "$bin" --threads 1 train --data data --out "$out" "${tiny[@]}" "$@"
+  }
+  resume() {  # resume <launcher...> -- <out> <max steps>
+    local launcher=()
+    while [[ $1 != -- ]]; do launcher+=("$1"); shift; done
+    shift
+    "${launcher[@]}" "$bin" --threads 1 train --data data --out "$1" --resume --max-steps "$2" \
+      --checkpoint-every 4 --log-every 1 --valid-bleu-sentences 4 --time-budget 0 --no-test
+  }
+  train2 whole --max-steps 8 --checkpoint-every 4 > whole.log 2>&1
+  expect_status 0 whole.log "2-rank run"
+  expect_in whole.log "data-parallel over 2 ranks" "the run says it is data-parallel"
+  [[ $(grep -Ec '^step +1 \|' whole.log) == 1 ]] || { cat whole.log; fail "expected one progress report (rank 0's)"; }
+  expect_in whole.log "^communication: " "communication time reported"
+  train2 parts --max-steps 4 --checkpoint-every 4 > part1.log 2>&1
+  expect_status 0 part1.log "2-rank first half"
+  resume "${mpiexec[@]}" -- parts 8 > part2.log 2>&1
+  expect_status 0 part2.log "2-rank resume"
+  same_tensors whole/checkpoint_8.safetensors parts/checkpoint_8.safetensors
+  # Another number of ranks: 2 -> 1 and 1 -> 2 continue (different global batches, so not the same tensors).
+  cp -r whole/. on1 && rm on1/checkpoint_8.safetensors
+  resume -- on1 8 > on1.log 2>&1
+  expect_status 0 on1.log "resume a 2-rank checkpoint on 1 rank"
+  expect_in on1.log "^resumed from .*checkpoint_0*4\.safetensors: step 4" "2 -> 1 resumes at step 4"
+  expect_in on1.log "written by a run on 2 rank\(s\); this one has 1" "2 -> 1 says the rank count changed"
+  [[ -f on1/checkpoint_8.safetensors ]] || fail "2 -> 1: no checkpoint at step 8"
+  train single --max-steps 4 --checkpoint-every 4 > single.log 2>&1
+  expect_status 0 single.log "1-rank run"
+  resume "${mpiexec[@]}" -- single 8 > on2.log 2>&1
+  expect_status 0 on2.log "resume a 1-rank checkpoint on 2 ranks"
+  expect_in on2.log "written by a run on 1 rank\(s\); this one has 2" "1 -> 2 says the rank count changed"
+  [[ -f single/checkpoint_8.safetensors ]] || fail "1 -> 2: no checkpoint at step 8"
+  # A bad checkpoint: rank 0 finds it, and the job ends on every rank (no hang) with status 1.
+  ckpt=$(ls parts/checkpoint_*8.safetensors)
+  size=$(stat -c %s "$ckpt")
+  printf '\x00\x01' | dd of="$ckpt" bs=1 seek=$((size - 3)) conv=notrunc status=none
+  timeout 120 "${mpiexec[@]}" "$bin" --threads 1 train --data data --out parts --resume --max-steps 12 \
+    --no-test > bad.log 2>&1
+  status=$?
+  [[ $status != 124 ]] || { cat bad.log; fail "a corrupted checkpoint on 2 ranks hung"; }
+  [[ $status != 0 ]] || { cat bad.log; fail "a corrupted checkpoint on 2 ranks: exit status 0"; }
+  expect_in bad.log "rank 0 of 2: .*checksum" "corrupted checkpoint on 2 ranks: rank 0 names the checksum"
+  ;;
+
+mpi_kill)
+  [[ -n ${LNF_MPIEXEC:-} ]] || fail "LNF_MPIEXEC (the MPI launcher command) is not set"
+  read -r -a mpiexec <<< "$LNF_MPIEXEC"
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  "${mpiexec[@]}" "$bin" --threads 1 train --data data --out run "${tiny[@]}" --max-steps 1000000 \
+    --checkpoint-every 1000000 > run.log 2>&1 &
+  launcher=$!
+  for _ in $(seq 1200); do grep -Eq '^step +3 ' run.log && break; sleep 0.05; done
+  grep -Eq '^step +3 ' run.log || { cat run.log; kill -KILL $launcher; fail "the 2-rank run did not reach step 3"; }
+  victim=""
+  for pid in $(pgrep -f -- "$bin --threads 1 train --data data --out run"); do
+    if tr '\0' '\n' < /proc/$pid/environ 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then victim=$pid; fi
+  done
+  [[ -n $victim ]] || { kill -KILL $launcher; fail "cannot find rank 1's process"; }
+  t0=$(date +%s)
+  kill -KILL "$victim"
+  for _ in $(seq 600); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $launcher 2>/dev/null; then
+    pkill -KILL -f -- "$bin --threads 1 train --data data --out run"; kill -KILL $launcher
+    cat run.log; fail "the job still runs 60 s after rank 1 was killed"
+  fi
+  wait $launcher
+  status=$?
+  echo "rank 1 killed: the job ended with status $status after $(( $(date +%s) - t0 )) s"
+  [[ $status != 0 ]] || { cat run.log; fail "the job exited 0 although rank 1 was killed"; }
+  pgrep -f -- "$bin --threads 1 train --data data --out run" > /dev/null && fail "a rank outlived the job"
   ;;
 
 *) fail "unknown check '$check'" ;;

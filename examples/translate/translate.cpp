@@ -21,6 +21,15 @@
 // norm name picks the model type when translate/evaluate rebuild it), the SHA-256 of spm.model, and a
 // SHA-256 of all tensors and metadata that is verified on load.
 //
+// Data-parallel training: `mpirun -np N translate train ...` (built with MPI: libopenmpi-dev). Every
+// rank reads the corpus (--data must exist on every host) and takes its own batches: in each step rank
+// r trains on batch (position + r) of the epoch's order, so one step consumes N batches and the update
+// is that of one process on all N (Trainer with a dist::Communicator). Rank 0 does everything else:
+// the vocabulary (its bytes are sent to the others), validation, checkpoints, metrics.jsonl, the final
+// test; the other ranks print nothing to stdout. Checkpoints store the position in batches, so a run
+// resumes on any number of ranks. A rank that fails aborts the job (MPI_Abort); one that dies is
+// noticed by mpirun, which ends the job with a non-zero status (ctest translate_mpi_* shows both).
+//
 // Tests: examples/translate/test_translate.sh (ctest translate_*): exact resume (N vs N/2 + resume +
 // N/2, and a SIGTERM at whatever step + resume), truncated and flipped-byte checkpoints, divergence
 // with a usable last good checkpoint, the reader's errors, translate and evaluate.
@@ -42,6 +51,9 @@
 #include <lnformer/metrics/bleu.hpp>
 #include <lnformer/metrics/chrf.hpp>
 #include <lnformer/train/trainer.hpp>
+#ifdef LNF_WITH_MPI
+#include <lnformer/dist/mpi.hpp>
+#endif
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -65,6 +77,8 @@
 #include <optional>
 #include <string>
 #include <variant>
+
+#include <unistd.h>
 #include <vector>
 
 using namespace lnformer;
@@ -77,6 +91,10 @@ namespace {
 
 constexpr int kExitError = 1, kExitDiverged = 3, kExitInterrupted = 130;
 constexpr std::string_view kFormat = "1";
+
+// The ranks of this run: one process, or the MPI job (set in main).
+dist::SingleProcess g_single;
+dist::Communicator* g_comm = &g_single;
 
 // --- the run's configuration, saved as JSON in every checkpoint ------------------------------------
 
@@ -485,13 +503,16 @@ struct TrainContext {
   Clock::time_point t_start;
   SentencePieceVocab const& vocab;
   Split& train, &valid, &test;
-  std::optional<io::SafetensorsFile> resume_file;
+  std::string resume_path;  // the checkpoint to continue from (empty: a new run)
 };
 
 template <class Norm, class Opt>
 int train_run(TrainContext& tc) {
   TrainOptions const& o = tc.o;
   RunConfig const& cfg = tc.cfg;
+  dist::Communicator& comm = *g_comm;
+  bool const root = comm.is_root();
+  auto const ranks = static_cast<std::int64_t>(comm.size());
   Seq2Seq<Norm, Cpu> model(model_config(cfg), cfg.seed);
   std::int64_t n_params = 0;
   for (auto const& p : model.parameters()) n_params += p.param->value.numel();
@@ -506,20 +527,30 @@ int train_run(TrainContext& tc) {
 
   if constexpr (std::is_same_v<Norm, AdminLN>) {
     // Admin: w from one ordinary training batch (the first of epoch 1), profiled in training mode.
+    // Rank 0 profiles; the others apply its profile.
     auto const first = batcher.epoch(1).front();
-    apply_admin_profile(model, admin_profile(model, batch_of(tc.train, first), ForwardContext{.seed = cfg.seed}));
+    AdminProfile prof;
+    if (root) prof = admin_profile(model, batch_of(tc.train, first), ForwardContext{.seed = cfg.seed});
+    for (auto* v : {&prof.encoder, &prof.decoder}) {
+      std::uint64_t n = v->size();
+      dist::broadcast_value(comm, n);
+      v->resize(n);
+      if (n > 0) comm.broadcast(std::as_writable_bytes(std::span<double>(*v)));
+    }
+    apply_admin_profile(model, prof);
     fmt::print("admin: w profiled on the first batch ({} sentences)\n", first.size());
   }
 
+  // With several ranks, the Trainer starts every rank from rank 0's parameters and all-reduces.
   Trainer trainer(model, make_optimizer<Opt>(cfg), make_schedule(cfg),
-                  TrainerOptions{.clip_norm = cfg.clip_norm, .seed = cfg.seed});
+                  TrainerOptions{.clip_norm = cfg.clip_norm, .seed = cfg.seed, .comm = &comm});
   Position pos;
   double best_bleu = -1, train_seconds_before = 0;
   std::int64_t best_step = 0;
   fs::path last_good;
-  if (tc.resume_file) {
-    auto const& src = tc.resume_file->source();
-    auto const meta = trainer.load_checkpoint(src, /*require_checksum=*/true);
+  if (!tc.resume_path.empty()) {
+    auto const& src = tc.resume_path;
+    auto const meta = trainer.load_checkpoint(src, /*require_checksum=*/true);  // rank 0 reads, all get it
     pos.epoch = meta_int(meta, "translate/epoch", src);
     pos.batch = meta_int(meta, "translate/batch_index", src);
     best_step = meta_int(meta, "translate/best_step", src);
@@ -528,6 +559,10 @@ int train_run(TrainContext& tc) {
     last_good = src;
     fmt::print("resumed from {}: step {}, epoch {}, batch {} of the epoch; best valid BLEU {:.2f} (step {})\n", src,
                trainer.steps(), pos.epoch, pos.batch, best_bleu, best_step);
+    if (auto it = meta.find("translate/ranks"); it != meta.end() && it->second != std::to_string(ranks))
+      fmt::print("the checkpoint was written by a run on {} rank(s); this one has {}: each step now takes {} "
+                 "batch(es)\n",
+                 it->second, ranks, ranks);
   }
   fmt::print("model: Seq2Seq<{}>, {} + {} layers, d {}, ffn {}, heads {}, vocab {}, {} parameters; dropout {}, "
              "label smoothing {}\n",
@@ -536,6 +571,9 @@ int train_run(TrainContext& tc) {
   fmt::print("optimizer {} ({}), schedule {} (lr {}, warm-up {}), clip norm {}, seed {}, {} thread(s)\n", Opt::name,
              trainer.optimizer().describe(), trainer.schedule().which(), cfg.lr, cfg.warmup, cfg.clip_norm, cfg.seed,
              omp_get_max_threads());
+  if (ranks > 1)
+    fmt::print("data-parallel over {} ranks ({}): each step trains on {} batches of <= {} tokens, one per rank\n",
+               ranks, comm.name(), ranks, cfg.max_tokens);
   fmt::print("stop at: {}{}{}; checkpoint every {} steps into {}\n",
              o.max_steps > 0 ? fmt::format("step {}", o.max_steps) : std::string("no step limit"),
              o.max_epochs > 0 ? fmt::format(", epoch {}", o.max_epochs) : std::string(),
@@ -543,10 +581,16 @@ int train_run(TrainContext& tc) {
              o.checkpoint_every, o.out.string());
   std::fflush(stdout);
 
-  MetricsLog metrics(o.out / "metrics.jsonl",
-                     tc.resume_file ? std::optional<std::int64_t>(trainer.steps()) : std::nullopt);
-  if (tc.resume_file) metrics.write({{"event", "resume"}, {"step", trainer.steps()}, {"from", tc.resume_file->source()}});
-  tc.resume_file.reset();  // the bytes are no longer needed
+  // metrics.jsonl is rank 0's; the other ranks write nothing.
+  std::optional<MetricsLog> metrics_file;
+  if (root)
+    metrics_file.emplace(o.out / "metrics.jsonl",
+                         tc.resume_path.empty() ? std::nullopt : std::optional<std::int64_t>(trainer.steps()));
+  auto metrics_write = [&](json const& j) {
+    if (metrics_file) metrics_file->write(j);
+  };
+  if (!tc.resume_path.empty())
+    metrics_write({{"event", "resume"}, {"step", trainer.steps()}, {"from", tc.resume_path}, {"ranks", ranks}});
 
   DecodeOptions const valid_decode{.beam = o.valid_beam, .lenpen = 1.0};
   auto const t_loop = Clock::now();
@@ -575,7 +619,8 @@ int train_run(TrainContext& tc) {
                                             {"translate/best_step", std::to_string(best_step)},
                                             {"translate/valid_bleu", fmt::format("{}", sc.bleu.score)},
                                             {"translate/valid_loss", fmt::format("{}", vl.loss)},
-                                            {"translate/train_seconds", fmt::format("{}", train_seconds())}};
+                                            {"translate/train_seconds", fmt::format("{}", train_seconds())},
+                                            {"translate/ranks", std::to_string(ranks)}};
     fs::path const path = checkpoint_path(o.out, step);
     trainer.save_checkpoint(path.string(), meta);
     if (is_best) trainer.save_checkpoint((o.out / "checkpoint_best.safetensors").string(), meta);
@@ -593,7 +638,7 @@ int train_run(TrainContext& tc) {
                o.valid_beam == 1 ? std::string("greedy") : fmt::format("beam {}", o.valid_beam), best_bleu, best_step,
                last_valid_seconds, path.filename().string(), is_best ? " (best)" : "");
     std::fflush(stdout);
-    metrics.write({{"event", "valid"},
+    metrics_write({{"event", "valid"},
                    {"step", step},
                    {"epoch", p.epoch},
                    {"valid_loss", vl.loss},
@@ -625,30 +670,42 @@ int train_run(TrainContext& tc) {
       break;
     }
     auto const order = batcher.epoch(static_cast<std::uint64_t>(pos.epoch));
-    for (; pos.batch < static_cast<std::int64_t>(order.size()); ++pos.batch) {
+    // One step takes batches pos.batch .. pos.batch + ranks - 1 of the order: rank r the r-th (none
+    // when the epoch has fewer left: that rank idles through the step).
+    for (; pos.batch < static_cast<std::int64_t>(order.size()); pos.batch += ranks) {
       std::int64_t const done = trainer.steps();
-      if (o.max_steps > 0 && done >= o.max_steps) stop_reason = fmt::format("step {} reached", o.max_steps);
-      if (o.time_budget > 0 && seconds_since(tc.t_start) + reserve_seconds() >= o.time_budget)
+      std::int64_t const mine = pos.batch + comm.rank();
+      std::optional<Batch<Cpu>> batch;
+      if (mine < static_cast<std::int64_t>(order.size())) batch = batch_of(tc.train, order[static_cast<std::size_t>(mine)]);
+      // Why to stop, agreed by all ranks (one small all-reduce): 1 step limit, 2 time budget (rank 0
+      // measures the reserve for validation and the test), 4 a signal; with the step's tokens.
+      std::array<std::int64_t, 4> ctl{0, 0, 0, batch ? batch->src_tokens + batch->target_tokens : 0};
+      if (o.max_steps > 0 && done >= o.max_steps) ctl[0] = 1;
+      if (root && o.time_budget > 0 && seconds_since(tc.t_start) + reserve_seconds() >= o.time_budget) ctl[1] = 1;
+      if (g_signal.load() != 0) ctl[2] = g_signal.load();
+      if (ranks > 1) comm.allreduce_sum(std::span<std::int64_t>(ctl));
+      if (ctl[0] != 0) stop_reason = fmt::format("step {} reached", o.max_steps);
+      if (ctl[1] != 0)
         stop_reason = fmt::format("time budget {} (reserving {} for the end)", duration(o.time_budget),
                                   duration(reserve_seconds()));
-      if (g_signal.load() != 0) {
-        stop_reason = fmt::format("interrupted (signal {})", g_signal.load());
+      if (ctl[2] != 0) {
+        stop_reason = g_signal.load() != 0 ? fmt::format("interrupted (signal {})", g_signal.load())
+                                           : std::string("interrupted (a signal to another rank)");
         interrupted = true;
       }
       if (!stop_reason.empty()) break;
 
-      auto const& idx = order[static_cast<std::size_t>(pos.batch)];
-      auto const batch = batch_of(tc.train, idx);
       StepStats s;
       try {
-        s = trainer.step(batch);
+        s = batch ? trainer.step(*batch) : trainer.step_idle();
       } catch (DivergenceError const& e) {
+        if (!root) return kExitDiverged;  // every rank saw the same sums; rank 0 reports
         fmt::print(stderr,
                    "translate: training diverged at step {} (learning rate {:.4g}); last finite loss {:.4f}\n  {}\n"
                    "  the last good checkpoint is {}\n",
                    e.step, e.lr, e.last_finite_loss, e.what(),
                    last_good.empty() ? std::string("none (no checkpoint was written)") : last_good.string());
-        metrics.write({{"event", "diverged"},
+        metrics_write({{"event", "diverged"},
                        {"step", e.step},
                        {"lr", e.lr},
                        {"loss", std::isfinite(e.loss) ? json(e.loss) : json(nullptr)},
@@ -660,7 +717,7 @@ int train_run(TrainContext& tc) {
       window_loss += s.loss.loss;
       window_nll += s.loss.nll;
       window_tgt += s.loss.tokens;
-      window_tokens += batch.src_tokens + batch.target_tokens;
+      window_tokens += ctl[3];  // every rank's
       std::int64_t const step = s.step;
       if (step % o.log_every == 0) {
         double const secs = seconds_since(t_window);
@@ -669,16 +726,19 @@ int train_run(TrainContext& tc) {
         if (o.max_steps > 0) eta = per_step * static_cast<double>(o.max_steps - step);
         if (o.max_epochs > 0)
           eta = std::min(eta, per_step * static_cast<double>((o.max_epochs - pos.epoch) * static_cast<std::int64_t>(order.size()) +
-                                                            static_cast<std::int64_t>(order.size()) - pos.batch - 1));
+                                                            static_cast<std::int64_t>(order.size()) - pos.batch - ranks) /
+                                  static_cast<double>(ranks));
         if (o.time_budget > 0) eta = std::min(eta, o.time_budget - reserve_seconds() - seconds_since(tc.t_start));
         double const tps = static_cast<double>(window_tokens) / secs;
         fmt::print("step {:6d} | epoch {:3d} {:3.0f}% | loss {:.4f} | nll {:.4f} | lr {:.3e} | gnorm {:7.3f} | "
                    "{:6.0f} tok/s | {} | ETA {}\n",
-                   step, pos.epoch, 100.0 * static_cast<double>(pos.batch + 1) / static_cast<double>(order.size()),
+                   step, pos.epoch,
+                   100.0 * static_cast<double>(std::min<std::int64_t>(pos.batch + ranks, static_cast<std::int64_t>(order.size()))) /
+                       static_cast<double>(order.size()),
                    window_loss / static_cast<double>(window_tgt), window_nll / static_cast<double>(window_tgt), s.lr,
                    s.grad_norm, tps, duration(seconds_since(tc.t_start)), duration(std::max(0.0, eta)));
         std::fflush(stdout);
-        metrics.write({{"event", "train"},
+        metrics_write({{"event", "train"},
                        {"step", step},
                        {"epoch", pos.epoch},
                        {"loss", window_loss / static_cast<double>(window_tgt)},
@@ -691,12 +751,18 @@ int train_run(TrainContext& tc) {
         window_tokens = window_tgt = 0;
         t_window = Clock::now();
       }
-      if (step % o.checkpoint_every == 0) checkpoint(Position{pos.epoch, pos.batch + 1});
+      if (root && step % o.checkpoint_every == 0) checkpoint(Position{pos.epoch, pos.batch + ranks});
     }
     if (!stop_reason.empty()) break;
   }
-  if (trainer.steps() != last_ckpt_step) checkpoint(pos);
+  if (root && trainer.steps() != last_ckpt_step) checkpoint(pos);
   fmt::print("stopped: {}; {} steps, {} of training\n", stop_reason, trainer.steps(), duration(train_seconds()));
+  if (ranks > 1) {
+    auto const& cs = comm.stats();
+    fmt::print("communication: {:.1f} s in {} collectives, {:.1f} MB sent by this rank\n", cs.seconds, cs.calls,
+               static_cast<double>(cs.bytes) / 1e6);
+  }
+  if (!root) return interrupted ? kExitInterrupted : 0;  // the test is rank 0's
   if (interrupted) {
     fmt::print("interrupted: continue with `translate train --out {} --resume`\n", o.out.string());
     return kExitInterrupted;
@@ -714,7 +780,7 @@ int train_run(TrainContext& tc) {
   fmt::print("\ntest ({} sentences, checkpoint of step {}, beam {}, length penalty {}; {}):\n  {}\n  {}\n",
              sc.hyps.size(), best_step, o.decode.beam, o.decode.lenpen, duration(sc.seconds), sc.bleu.format(true),
              sc.chrf.format(true));
-  metrics.write({{"event", "test"},
+  metrics_write({{"event", "test"},
                  {"step", trainer.steps()},
                  {"checkpoint_step", best_step},
                  {"bleu", sc.bleu.score},
@@ -733,53 +799,91 @@ int train_run(TrainContext& tc) {
 
 int cmd_train(TrainOptions const& o, RunConfig cli_cfg) {
   auto const t_start = Clock::now();
-  fs::create_directories(o.out);
-  for (auto const& e : fs::directory_iterator(o.out))  // temporary files of an interrupted save
-    if (e.path().extension() == ".tmp") fs::remove(e.path());
-
-  std::optional<io::SafetensorsFile> resume_file;
+  dist::Communicator& comm = *g_comm;
+  bool const root = comm.is_root();
+  // Rank 0 owns --out: it finds the checkpoint to resume, settles the configuration and trains the
+  // vocabulary; the other ranks receive the results (no shared file system is needed for --out).
+  std::string resume_path;
   RunConfig cfg = cli_cfg;
-  if (o.resume || !o.resume_from.empty()) {
-    fs::path path = o.resume_from;
-    if (path.empty()) {
-      auto const all = numbered_checkpoints(o.out);
-      LNF_EXPECTS_AS(IoError, !all.empty(), "--resume: no checkpoint_<step>.safetensors in '{}'", o.out.string());
-      path = all.rbegin()->second;
-    }
-    resume_file.emplace(io::SafetensorsFile::open(path.string()));
-    io::verify_checksum(*resume_file, /*required=*/true);
-    cfg = config_of(resume_file->metadata(), resume_file->source());
-    fmt::print("--resume: the configuration of {} is used (model, optimizer, schedule, data, seed)\n", path.string());
-  } else {
-    LNF_EXPECTS_AS(IoError, numbered_checkpoints(o.out).empty(),
-                   "'{}' already holds checkpoints: continue with --resume, or choose another --out", o.out.string());
-    if (cfg.schedule == "auto") cfg.schedule = cfg.warmup > 0 ? "inverse_sqrt" : "constant";
-    if (cfg.schedule_steps == 0) cfg.schedule_steps = o.max_steps;
-  }
-
-  Split train = read_split(o.data, "train", cfg), valid = read_split(o.data, "valid", cfg),
-        test = read_split(o.data, "test", cfg);
-  fmt::print("data {}: train {}, valid {}, test {} pairs ({} -> {})\n", o.data.string(), train.src.size(),
-             valid.src.size(), test.src.size(), cfg.src_lang, cfg.tgt_lang);
-
   fs::path const spm = o.out / "spm.model";
-  if (!fs::exists(spm)) {
-    LNF_EXPECTS_AS(IoError, !resume_file, "--resume: '{}' is missing (the checkpoints need the vocabulary they were trained with)",
-                   spm.string());
-    auto const t0 = Clock::now();
-    auto const d = o.data;
-    train_sentencepiece({(d / ("train." + cfg.src_lang)).string(), (d / ("train." + cfg.tgt_lang)).string()},
-                        (o.out / "spm").string(),
-                        {.vocab_size = o.vocab_size, .threads = std::max(1, omp_get_max_threads()),
-                         .seed = static_cast<std::uint32_t>(cfg.seed)});
-    fmt::print("SentencePiece: joint unigram vocabulary of {} trained on the train split in {:.1f}s -> {}\n",
-               o.vocab_size, seconds_since(t0), spm.string());
+  if (root) {
+    fs::create_directories(o.out);
+    for (auto const& e : fs::directory_iterator(o.out))  // temporary files of an interrupted save
+      if (e.path().extension() == ".tmp") fs::remove(e.path());
+    if (o.resume || !o.resume_from.empty()) {
+      fs::path path = o.resume_from;
+      if (path.empty()) {
+        auto const all = numbered_checkpoints(o.out);
+        LNF_EXPECTS_AS(IoError, !all.empty(), "--resume: no checkpoint_<step>.safetensors in '{}'", o.out.string());
+        path = all.rbegin()->second;
+      }
+      auto const file = io::SafetensorsFile::open(path.string());
+      io::verify_checksum(file, /*required=*/true);
+      cfg = config_of(file.metadata(), file.source());
+      resume_path = file.source();
+      fmt::print("--resume: the configuration of {} is used (model, optimizer, schedule, data, seed)\n", path.string());
+    } else {
+      LNF_EXPECTS_AS(IoError, numbered_checkpoints(o.out).empty(),
+                     "'{}' already holds checkpoints: continue with --resume, or choose another --out", o.out.string());
+      if (cfg.schedule == "auto") cfg.schedule = cfg.warmup > 0 ? "inverse_sqrt" : "constant";
+      if (cfg.schedule_steps == 0) cfg.schedule_steps = o.max_steps;
+    }
   }
-  std::string const spm_sha = translate::detail::file_sha256(spm);
-  LNF_EXPECTS_AS(IoError, cfg.spm_sha256.empty() || cfg.spm_sha256 == spm_sha,
-                 "'{}' is not the vocabulary of the checkpoint being resumed (SHA-256 differs)", spm.string());
-  cfg.spm_sha256 = spm_sha;
-  SentencePieceVocab const vocab(spm.string());
+
+  // Every rank reads the corpus (rank 0 first: a missing split is reported before any vocabulary work).
+  Split train, valid, test;
+  auto read_splits = [&] {
+    train = read_split(o.data, "train", cfg);
+    valid = read_split(o.data, "valid", cfg);
+    test = read_split(o.data, "test", cfg);
+    fmt::print("data {}: train {}, valid {}, test {} pairs ({} -> {})\n", o.data.string(), train.src.size(),
+               valid.src.size(), test.src.size(), cfg.src_lang, cfg.tgt_lang);
+  };
+  if (root) read_splits();
+
+  std::string spm_bytes;  // the vocabulary file, sent from rank 0 to the others
+  if (root) {
+    if (!fs::exists(spm)) {
+      LNF_EXPECTS_AS(IoError, resume_path.empty(),
+                     "--resume: '{}' is missing (the checkpoints need the vocabulary they were trained with)",
+                     spm.string());
+      auto const t0 = Clock::now();
+      auto const d = o.data;
+      train_sentencepiece({(d / ("train." + cfg.src_lang)).string(), (d / ("train." + cfg.tgt_lang)).string()},
+                          (o.out / "spm").string(),
+                          {.vocab_size = o.vocab_size, .threads = std::max(1, omp_get_max_threads()),
+                           .seed = static_cast<std::uint32_t>(cfg.seed)});
+      fmt::print("SentencePiece: joint unigram vocabulary of {} trained on the train split in {:.1f}s -> {}\n",
+                 o.vocab_size, seconds_since(t0), spm.string());
+    }
+    std::string const spm_sha = translate::detail::file_sha256(spm);
+    LNF_EXPECTS_AS(IoError, cfg.spm_sha256.empty() || cfg.spm_sha256 == spm_sha,
+                   "'{}' is not the vocabulary of the checkpoint being resumed (SHA-256 differs)", spm.string());
+    cfg.spm_sha256 = spm_sha;
+    if (comm.size() > 1) {
+      std::ifstream in(spm, std::ios::binary);
+      spm_bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      LNF_EXPECTS_AS(IoError, in.good() || in.eof(), "cannot read '{}'", spm.string());
+    }
+  }
+  fs::path spm_here = spm;  // where this rank loads the vocabulary from
+  if (comm.size() > 1) {
+    std::string cfg_json = root ? json(cfg).dump() : std::string();
+    dist::broadcast_string(comm, cfg_json);
+    cfg = json::parse(cfg_json).get<RunConfig>();
+    dist::broadcast_string(comm, resume_path);
+    dist::broadcast_string(comm, spm_bytes);
+    if (!root) {
+      spm_here = fs::temp_directory_path() / fmt::format("lnformer-spm-{}-rank{}.model", ::getpid(), comm.rank());
+      std::ofstream f(spm_here, std::ios::binary | std::ios::trunc);
+      f << spm_bytes;
+      f.close();
+      LNF_EXPECTS_AS(IoError, f.good(), "cannot write the vocabulary received from rank 0 to '{}'", spm_here.string());
+    }
+  }
+  if (!root) read_splits();
+  SentencePieceVocab const vocab(spm_here.string());
+  if (spm_here != spm) fs::remove(spm_here);
   LNF_EXPECTS_AS(IoError, cfg.vocab == 0 || cfg.vocab == vocab.size(), "'{}' has {} pieces but the checkpoint has {}",
                  spm.string(), vocab.size(), cfg.vocab);
   cfg.vocab = vocab.size();
@@ -789,7 +893,7 @@ int cmd_train(TrainOptions const& o, RunConfig cli_cfg) {
   encode(test, vocab);
   fmt::print("encoded with {} pieces in {:.1f}s\n", vocab.size(), seconds_since(t_enc));
 
-  TrainContext tc{o, cfg, t_start, vocab, train, valid, test, std::move(resume_file)};
+  TrainContext tc{o, cfg, t_start, vocab, train, valid, test, resume_path};
   return dispatch(
       NormPolicies{}, cfg.norm,
       [&](auto ntag) {
@@ -930,6 +1034,28 @@ void add_decode_options(CLI::App* app, DecodeOptions& d) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Under mpirun (or another MPI launcher) the ranks form one data-parallel job.
+#ifdef LNF_WITH_MPI
+  std::optional<dist::MpiSession> mpi_session;
+  std::optional<dist::Mpi> mpi_world;
+  if (dist::launched_by_mpi()) {
+    try {
+      mpi_session.emplace(argc, argv);
+      mpi_world.emplace();
+    } catch (std::exception const& e) {
+      fmt::print(stderr, "translate: cannot start MPI: {}\n", e.what());
+      return kExitError;
+    }
+    g_comm = &*mpi_world;
+    if (!g_comm->is_root()) std::freopen("/dev/null", "w", stdout);  // rank 0 reports progress
+  }
+#else
+  if (char const* n = std::getenv("OMPI_COMM_WORLD_SIZE"); n != nullptr && std::string_view(n) != "1") {
+    fmt::print(stderr, "translate: started by mpirun with {} ranks, but this build has no MPI (install "
+                       "libopenmpi-dev and rebuild); each rank would train alone\n", n);
+    return kExitError;
+  }
+#endif
   CLI::App app{"Train and run a small German-English Transformer (lnformer): prepare, train, translate, evaluate"};
   app.require_subcommand(1);
   int threads = 0;
@@ -1027,8 +1153,11 @@ int main(int argc, char** argv) {
   add_decode_options(ev, io_e.decode);
 
   CLI11_PARSE(app, argc, argv);
+  int const ranks = g_comm->size();
   try {
     if (threads > 0) omp_set_num_threads(threads);
+    LNF_EXPECTS_AS(ValueError, ranks == 1 || *t, "only `translate train` runs on several ranks ({} here); run the "
+                   "other commands as one process", ranks);
     if (*p) return cmd_prepare(prep);
     if (*t) {
       to.data = data;
@@ -1046,7 +1175,13 @@ int main(int argc, char** argv) {
     io_e.data = data_e;
     return cmd_evaluate(io_e);
   } catch (std::exception const& e) {
-    fmt::print(stderr, "translate: {}\n", e.what());
-    return kExitError;
+    if (ranks == 1) {
+      fmt::print(stderr, "translate: {}\n", e.what());
+      return kExitError;
+    }
+    // The other ranks may be waiting in a collective: end the whole job.
+    fmt::print(stderr, "translate: rank {} of {}: {}\n", g_comm->rank(), ranks, e.what());
+    std::fflush(stderr);
+    g_comm->abort(kExitError);
   }
 }
