@@ -22,6 +22,8 @@
 //
 // Defaults (the translation trainer's model shape at a smaller batch) take a few minutes on two cores.
 
+#include "policy_matrix/cells.hpp"
+
 #include <lnformer/lnformer.hpp>
 
 #include <CLI/CLI.hpp>
@@ -46,114 +48,11 @@
 #include <vector>
 
 using namespace lnformer;
+using namespace lnformer::bench;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct Options {
-  int layers = 3;
-  std::int64_t d_model = 256, ffn = 1024, heads = 4, vocab = 8000;
-  int sentences = 64, src_len = 24, tgt_len = 24;  // one batch: sentences x length, no padding
-  int batches = 4;                                 // distinct batches, used in turn
-  int warm_steps = 1, steps = 3;
-  float lr = 1e-3f;
-  std::int64_t warmup = 4;  // schedules with a warm-up
-  float clip_norm = 1.f;
-  std::uint64_t seed = 1;
-  std::int64_t peak_size = 1024;
-  std::string norms, optimizers, schedules, json;
-};
-
-/// Forward GEMM FLOPs of one batch (N sentences, padded lengths s and t) through the Seq2Seq.
-double forward_flops(Options const& o) {
-  double const n = o.sentences, s = o.src_len, t = o.tgt_len, d = static_cast<double>(o.d_model);
-  double const f = static_cast<double>(o.ffn), v = static_cast<double>(o.vocab);
-  double const enc = 2 * n * s * (4 * d * d + 2 * d * f) + 2 * 2 * n * s * s * d;
-  double const dec = 2 * n * t * (4 * d * d + 2 * d * f)    // self-attention projections, FFN
-                     + 2 * 2 * n * t * t * d                // self-attention products
-                     + 2 * n * (2 * t * d * d + 2 * s * d * d)  // cross-attention: q, out on t; k, v on s
-                     + 2 * 2 * n * t * s * d;               // cross-attention products
-  return o.layers * (enc + dec) + 2 * n * t * d * v;
-}
-
-std::vector<Batch<Cpu>> make_batches(Options const& o) {
-  Rng rng(o.seed, /*stream=*/7);
-  std::vector<Batch<Cpu>> out;
-  auto sentence = [&](int len) {
-    std::vector<std::int32_t> s(static_cast<std::size_t>(len));
-    for (auto& x : s) x = 4 + static_cast<std::int32_t>(rng.next_u32() % static_cast<std::uint32_t>(o.vocab - 4));
-    return s;
-  };
-  for (int b = 0; b < o.batches; ++b) {
-    std::vector<std::vector<std::int32_t>> src, tgt;
-    for (int i = 0; i < o.sentences; ++i) src.push_back(sentence(o.src_len - 1)), tgt.push_back(sentence(o.tgt_len - 1));
-    out.push_back(make_batch<Cpu>(src, tgt));  // each side gains its end-of-sentence token
-  }
-  return out;
-}
-
-template <class S>
-S make_schedule(Options const& o) {
-  S s{};
-  if constexpr (requires { s.lr; }) s.lr = o.lr;
-  if constexpr (requires { s.peak; }) s.peak = o.lr;
-  if constexpr (requires { s.warmup; }) s.warmup = o.warmup;
-  if constexpr (requires { s.total; }) s.total = o.warmup + o.warm_steps + o.steps;
-  s.validate();
-  return s;
-}
-
-template <class Opt>
-Opt make_optimizer() {
-  Opt opt{};
-  if constexpr (requires { opt.beta2; }) opt.beta2 = 0.98f;  // the papers' fairseq recipes
-  return opt;
-}
-
-/// What a child reports through its pipe (plain bytes: parent and child are the same program).
-struct Result {
-  double ms_per_step = 0, tokens_per_s = 0, gflops = 0, loss = 0;
-  std::int64_t target_tokens = 0;
-  char error[200] = {};
-};
-
-template <class Norm, class Opt, class Sched>
-Result run_combination(Options const& o) {
-  ModelConfig const config{.enc_layers = o.layers,
-                           .dec_layers = o.layers,
-                           .d_model = o.d_model,
-                           .ffn = o.ffn,
-                           .heads = o.heads,
-                           .vocab = o.vocab,
-                           .max_positions = std::max(o.src_len, o.tgt_len) + 8,
-                           .dropout = 0.1f};
-  Seq2Seq<Norm, Cpu> model(config, o.seed);
-  auto const batches = make_batches(o);
-  if constexpr (std::is_same_v<Norm, AdminLN>)
-    apply_admin_profile(model, admin_profile(model, batches[0], ForwardContext{.seed = o.seed}));
-  Trainer trainer(model, make_optimizer<Opt>(), make_schedule<Sched>(o),
-                  TrainerOptions{.clip_norm = o.clip_norm, .seed = o.seed});
-  Result r;
-  std::vector<double> ms;
-  StepStats last;
-  for (int i = 0; i < o.warm_steps + o.steps; ++i) {
-    auto const& batch = batches[static_cast<std::size_t>(i) % batches.size()];
-    auto const t0 = Clock::now();
-    last = trainer.step(batch);
-    double const dt = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    if (i >= o.warm_steps) {
-      ms.push_back(dt);
-      r.target_tokens = last.loss.tokens;
-    }
-  }
-  std::sort(ms.begin(), ms.end());
-  r.ms_per_step = ms[ms.size() / 2];
-  r.tokens_per_s = static_cast<double>(r.target_tokens) / (r.ms_per_step / 1e3);
-  r.gflops = 3 * forward_flops(o) / (r.ms_per_step / 1e3) / 1e9;
-  r.loss = last.loss.loss / static_cast<double>(last.loss.tokens);
-  return r;
-}
 
 /// Best GFLOP/s of a raw oneDNN f32 matmul n x n x n over a few repetitions: the peak the model's
 /// FLOP rate is compared with.
@@ -279,38 +178,44 @@ int main(int argc, char** argv) {
     nlohmann::json rows = nlohmann::json::array();
     int failures = 0;
     auto const t_all = Clock::now();
-    for_each_type(NormPolicies{}, [&](auto ntag) {
-      using Norm = typename decltype(ntag)::type;
-      if (!selected(o.norms, Norm::name)) return;
-      for_each_type(Optimizers{}, [&](auto otag) {
-        using Opt = typename decltype(otag)::type;
-        if (!selected(o.optimizers, Opt::name)) return;
-        for_each_type(Schedules{}, [&](auto stag) {
-          using Sched = typename decltype(stag)::type;
-          if (!selected(o.schedules, Sched::name)) return;
-          auto const [r, mb] = in_child([&] { return run_combination<Norm, Opt, Sched>(o); });
+    // The loops run over names, so this unit holds one copy of the row code (not 120): the cells are
+    // compiled in policy_matrix/cells_<norm>.cpp.
+    auto names = [](auto list) {
+      std::vector<std::string_view> out;
+      for_each_type(list, [&](auto tag) { out.push_back(decltype(tag)::type::name); });
+      return out;
+    };
+    for (std::string_view const norm : names(NormPolicies{})) {
+      if (!selected(o.norms, norm)) continue;
+      for (std::string_view const opt : names(Optimizers{})) {
+        if (!selected(o.optimizers, opt)) continue;
+        for (std::string_view const sched : names(Schedules{})) {
+          if (!selected(o.schedules, sched)) continue;
+          auto const [r, mb] = in_child([&] {
+            return dispatch(NormPolicies{}, norm,
+                            [&](auto ntag) { return run_cell<typename decltype(ntag)::type>(opt, sched, o); }, "norm");
+          });
           if (r.error[0] != '\0') {
             ++failures;
-            fmt::print("{:<9} {:<7} {:<22} failed: {}\n", Norm::name, Opt::name, Sched::name, r.error);
-            rows.push_back({{"norm", Norm::name}, {"optimizer", Opt::name}, {"schedule", Sched::name}, {"error", r.error}});
-            return;
+            fmt::print("{:<9} {:<7} {:<22} failed: {}\n", norm, opt, sched, r.error);
+            rows.push_back({{"norm", norm}, {"optimizer", opt}, {"schedule", sched}, {"error", r.error}});
+            continue;
           }
-          fmt::print("{:<9} {:<7} {:<22} {:>9.1f} {:>10.0f} {:>8.1f} {:>7.1f}% {:>8.0f} {:>8.4f}\n", Norm::name,
-                     Opt::name, Sched::name, r.ms_per_step, r.tokens_per_s, r.gflops, 100 * r.gflops / peak.gflops,
-                     mb, r.loss);
+          fmt::print("{:<9} {:<7} {:<22} {:>9.1f} {:>10.0f} {:>8.1f} {:>7.1f}% {:>8.0f} {:>8.4f}\n", norm, opt, sched,
+                     r.ms_per_step, r.tokens_per_s, r.gflops, 100 * r.gflops / peak.gflops, mb, r.loss);
           std::fflush(stdout);
-          rows.push_back({{"norm", Norm::name},
-                          {"optimizer", Opt::name},
-                          {"schedule", Sched::name},
+          rows.push_back({{"norm", norm},
+                          {"optimizer", opt},
+                          {"schedule", sched},
                           {"ms_per_step", r.ms_per_step},
                           {"target_tokens_per_s", r.tokens_per_s},
                           {"gflops", r.gflops},
                           {"fraction_of_peak", r.gflops / peak.gflops},
                           {"peak_rss_mib", mb},
                           {"loss", r.loss}});
-        });
-      });
-    });
+        }
+      }
+    }
     fmt::print("\n{} combinations in {:.0f} s{}\n", rows.size(),
                std::chrono::duration<double>(Clock::now() - t_all).count(),
                failures ? fmt::format(", {} failed", failures) : "");

@@ -175,18 +175,12 @@ AnySchedule make_schedule(RunConfig const& c) {
       Schedules{}, c.schedule,
       [&](auto tag) {
         using S = typename decltype(tag)::type;
-        S s{};
-        if constexpr (requires { s.lr; }) s.lr = c.lr;
-        if constexpr (requires { s.peak; }) s.peak = c.lr;
-        if constexpr (requires { s.warmup; }) s.warmup = c.warmup;
-        if constexpr (requires { s.total; }) {
+        if constexpr (requires(S s) { s.total; })
           LNF_EXPECTS_AS(ValueError, c.schedule_steps > 0,
                          "--schedule {} decays to its end: give --max-steps or --schedule-steps", S::name);
-          s.total = c.schedule_steps;
-        }
         if constexpr (std::is_same_v<S, InverseSqrt>)
           LNF_EXPECTS_AS(ValueError, c.warmup >= 1, "--schedule inverse_sqrt needs --warmup >= 1");
-        AnySchedule a{s};
+        AnySchedule a{configure_schedule<S>({.lr = c.lr, .warmup = c.warmup, .total = c.schedule_steps})};
         a.validate();
         return a;
       },
