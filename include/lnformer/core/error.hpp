@@ -34,6 +34,13 @@ class BackendError : public Error {
   using Error::Error;
 };
 
+/// A backend could not allocate memory; the message names the size requested and, where known, the
+/// tensor (shape) and what was free.
+class OutOfMemoryError : public BackendError {
+ public:
+  using BackendError::BackendError;
+};
+
 /// Reading or writing a file failed, or its content is malformed.
 class IoError : public Error {
  public:

@@ -167,7 +167,12 @@ class Tensor {
   explicit Tensor(Shape shape) : shape_(shape) {
     auto const n = static_cast<std::size_t>(shape.numel());
     if (n != 0) {
-      data_ = static_cast<T*>(BackendTraits<B>::allocate(n * sizeof(T)));
+      try {
+        data_ = static_cast<T*>(BackendTraits<B>::allocate(n * sizeof(T)));
+      } catch (OutOfMemoryError const& e) {  // say which tensor could not be made
+        throw OutOfMemoryError(fmt::format("{} (a tensor of shape {}, {} elements of {} bytes)", e.what(), shape,
+                                           n, sizeof(T)));
+      }
       BackendTraits<B>::fill_zero(data_, n * sizeof(T));
     }
   }

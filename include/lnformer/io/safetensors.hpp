@@ -17,7 +17,7 @@
 // key of) metadata. It writes `path + ".tmp"`, fsyncs it and renames it over `path`: a crash
 // leaves either the old file or the new one, never half a checkpoint.
 
-#include <lnformer/backend/cpu/cpu.hpp>
+#include <lnformer/backend/cpu/tag.hpp>
 #include <lnformer/core/error.hpp>
 #include <lnformer/core/shape.hpp>
 #include <lnformer/core/tensor.hpp>

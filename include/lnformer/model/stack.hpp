@@ -187,7 +187,8 @@ class OutputHead {
     auto tgt = target.reshape(Shape{rows});
     ops::cross_entropy_forward(B{}, loss, nll, lse, CView<B>(logits_).reshape(Shape{rows, v}), tgt, eps_, pad_);
     LossStats s;
-    auto const hl = loss_.to_host(), hn = nll_.to_host(), ht = std::vector<std::int32_t>(gather_ids(tgt));
+    auto const hl = loss_.to_host(), hn = nll_.to_host();
+    auto const ht = gather_ids(tgt);
     for (std::size_t i = 0; i < hl.size(); ++i) {
       s.loss += hl[i];
       s.nll += hn[i];

@@ -19,7 +19,7 @@
 // step(state, params, lr) makes one update from the gradients in params (it neither clips nor
 // zeroes them) and counts it in state.step.
 
-#include <lnformer/backend/cpu/cpu.hpp>
+#include <lnformer/backend/cpu/tag.hpp>
 #include <lnformer/nn/parameter.hpp>
 #include <lnformer/optim/state.hpp>
 

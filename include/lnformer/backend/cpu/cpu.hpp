@@ -1,10 +1,10 @@
 #pragma once
-// The CPU backend: the tag `Cpu`, its memory traits, and the per-thread context that holds the
-// oneDNN engine, stream and a cache of primitives keyed by shape (primitives are created once per
-// distinct problem, never per call).
+// The CPU backend's per-thread context, which holds the oneDNN engine, stream and a cache of
+// primitives keyed by shape (primitives are created once per distinct problem, never per call).
+// The tag `Cpu` and its memory traits are in cpu/tag.hpp.
 
 #include <lnformer/core/error.hpp>
-#include <lnformer/backend/tag.hpp>
+#include <lnformer/backend/cpu/tag.hpp>
 #include <lnformer/core/tensor.hpp>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -21,36 +21,6 @@
 #include <list>
 #include <unordered_map>
 
-namespace lnformer {
-
-namespace cpu {
-/// Backend tag: host memory, oneDNN for GEMMs and element-wise primitives, OpenMP loops elsewhere.
-struct Cpu : ops::BackendTag {
-  static constexpr std::string_view name = "cpu";
-};
-}  // namespace cpu
-using cpu::Cpu;
-
-template <>
-struct BackendTraits<Cpu> {
-  static constexpr bool host_accessible = true;
-  static constexpr std::string_view name = "cpu";
-  static constexpr std::size_t alignment = 64;  // one cache line, one AVX-512 vector
-
-  static void* allocate(std::size_t bytes) {
-    std::size_t const rounded = (bytes + alignment - 1) / alignment * alignment;
-    void* p = std::aligned_alloc(alignment, rounded);
-    if (p == nullptr) throw std::bad_alloc();
-    return p;
-  }
-  static void deallocate(void* p) noexcept { std::free(p); }
-  static void copy(void* dst, void const* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
-  static void to_host(void* dst, void const* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
-  static void from_host(void* dst, void const* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
-  static void fill_zero(void* dst, std::size_t bytes) { std::memset(dst, 0, bytes); }
-};
-
-}  // namespace lnformer
 
 /// Run a oneDNN call; a dnnl::error becomes an lnformer::BackendError naming the call and status.
 #define LNF_DNNL_CHECK(...)                                                                     \
