@@ -153,6 +153,14 @@ TEST_CASE("scale_add expresses the residual connections") {
     for (std::int64_t j = 0; j < 9; ++j) REQUIRE(y(i, j) == doctest::Approx(x(i, j) * w(j) + fx(i, j)));
 }
 
+/// dw of scale_add_backward alone (no dx), from zero, on the Reference backend.
+template <class G>
+Tensor<Reference> dw_only_r_of(Tensor<Reference> const& dy, Tensor<Reference> const& x, G const& w, float alpha) {
+  auto dw = zeros_like_gate(w);
+  ops::scale_add_backward(Reference{}, View<Reference>{}, dw, dy, x, w, alpha);
+  return dw;
+}
+
 TEST_CASE("scale_add_backward: Cpu agrees with Reference; dx assigns, dw accumulates; either may be absent") {
   Rng rng(34);
   for (auto g : kGates) {
@@ -203,10 +211,22 @@ TEST_CASE("scale_add_backward: Cpu agrees with Reference; dx assigns, dw accumul
           ops::scale_add_backward(Reference{}, View<Reference>{}, dw_only_r, dyr, xr, wr, alpha);
           check_close(dw_only, dw_only_r, 1e-5, 1e-5, "dw alone");
         }
-        // dx may alias dy.
+        // dx may alias dy, also when dw (which reads dy) is wanted in the same call.
         auto g2 = dy.clone();
         ops::scale_add_backward(Cpu{}, g2, View<Cpu>{}, g2, x, w, alpha);
         check_close(g2, dxr, 1e-6, 1e-7, "dx aliasing dy");
+        if (g != Gate::none) {
+          auto g3 = dy.clone();
+          auto g3r = dyr.clone();
+          auto dw3 = zeros_like_gate(w);
+          auto dw3r = gate_to<Reference>(dw3);
+          ops::scale_add_backward(Cpu{}, g3, dw3, g3, x, w, alpha);
+          ops::scale_add_backward(Reference{}, g3r, dw3r, g3r, xr, wr, alpha);
+          check_close(g3, dxr, 1e-6, 1e-7, "dx aliasing dy, with dw");
+          check_close(g3r, dxr, 1e-6, 1e-7, "Reference: dx aliasing dy, with dw");
+          check_close(dw3, dw_only_r_of(dyr, xr, wr, alpha), 1e-5, 1e-5, "dw with dx aliasing dy");
+          check_close(dw3r, dw_only_r_of(dyr, xr, wr, alpha), 1e-5, 1e-5, "Reference: dw with dx aliasing dy");
+        }
       }
     }
   }

@@ -88,6 +88,48 @@ inline void strided_copy(float* y, CView<Cpu> x) {
 
 }  // namespace lnformer::cpu::detail
 
+namespace lnformer::cpu::detail {
+/// dw += alpha * (column) sums of dy ⊙ x, for scale_add_backward.
+inline void scale_add_dw(View<Cpu> dw, CView<Cpu> dy, CView<Cpu> x, float alpha, bool per_feature, std::int64_t n,
+                         std::int64_t d, std::int64_t rows) {
+  float const* pdy = dy.data();
+  float const* px = x.data();
+  if (!per_feature) {  // dw: [1] += alpha * sum(dy ⊙ x)
+    double s = 0;
+#pragma omp parallel for simd schedule(static) reduction(+ : s) if (n >= kElementwiseParallelMin)
+    for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(pdy[i]) * px[i];
+    dw.data()[0] = static_cast<float>(dw.data()[0] + static_cast<double>(alpha) * s);
+    return;
+  }
+  // dw: [d] += alpha * column sums of dy ⊙ x over [rows, d]. Each thread sums a block of rows into
+  // its own slice of a per-calling-thread scratch buffer (kept between calls: no steady-state
+  // allocation), then the slices are added up per column.
+  thread_local std::vector<double> scratch;
+  int const threads = n >= kElementwiseParallelMin ? omp_get_max_threads() : 1;
+  scratch.assign(static_cast<std::size_t>(threads) * static_cast<std::size_t>(d), 0.0);
+  double* partial = scratch.data();  // taken here: inside the region `scratch` would name each worker's own
+  int used = 1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    int const nt = omp_get_num_threads(), t = omp_get_thread_num();
+#pragma omp single
+    used = nt;
+    std::int64_t const r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    double* acc = partial + static_cast<std::int64_t>(t) * d;
+    for (std::int64_t r = r0; r < r1; ++r) {
+#pragma omp simd
+      for (std::int64_t c = 0; c < d; ++c) acc[c] += static_cast<double>(pdy[r * d + c]) * px[r * d + c];
+    }
+  }
+  float* pdw = dw.data();
+  for (std::int64_t c = 0; c < d; ++c) {
+    double s = 0;
+    for (int t = 0; t < used; ++t) s += partial[static_cast<std::int64_t>(t) * d + c];
+    pdw[c] = static_cast<float>(pdw[c] + static_cast<double>(alpha) * s);
+  }
+}
+}  // namespace lnformer::cpu::detail
+
 namespace lnformer::ops {
 
 inline void add(Cpu, View<Cpu> y, CView<Cpu> a, CView<Cpu> b) {
@@ -129,6 +171,8 @@ inline void scale_add_backward(Cpu, View<Cpu> dx, View<Cpu> dw, CView<Cpu> dy, C
   float const* pdy = dy.data();
   bool const per_feature = w.numel() > 1;
   std::int64_t const d = per_feature ? w.numel() : 1, rows = n / d;
+  // dw before dx: dx may alias dy, which dw reads.
+  if (!dw.empty()) cpu::detail::scale_add_dw(dw, dy, x, alpha, per_feature, n, d, rows);
   if (!dx.empty()) {  // dx = alpha * dy ⊙ w (assign)
     float* pdx = dx.data();
     if (!per_feature) {
@@ -144,42 +188,8 @@ inline void scale_add_backward(Cpu, View<Cpu> dx, View<Cpu> dw, CView<Cpu> dy, C
       }
     }
   }
-  if (dw.empty()) return;
-  float const* px = x.data();
-  if (!per_feature) {  // dw: [1] += alpha * sum(dy ⊙ x)
-    double s = 0;
-#pragma omp parallel for simd schedule(static) reduction(+ : s) if (n >= cpu::detail::kElementwiseParallelMin)
-    for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(pdy[i]) * px[i];
-    dw.data()[0] = static_cast<float>(dw.data()[0] + static_cast<double>(alpha) * s);
-    return;
-  }
-  // dw: [d] += alpha * column sums of dy ⊙ x over [rows, d]. Each thread sums a block of rows into
-  // its own slice of a per-calling-thread scratch buffer (kept between calls: no steady-state
-  // allocation), then the slices are added up per column.
-  thread_local std::vector<double> scratch;
-  int const threads = n >= cpu::detail::kElementwiseParallelMin ? omp_get_max_threads() : 1;
-  scratch.assign(static_cast<std::size_t>(threads) * static_cast<std::size_t>(d), 0.0);
-  double* partial = scratch.data();  // taken here: inside the region `scratch` would name each worker's own
-  int used = 1;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    int const nt = omp_get_num_threads(), t = omp_get_thread_num();
-#pragma omp single
-    used = nt;
-    std::int64_t const r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
-    double* acc = partial + static_cast<std::int64_t>(t) * d;
-    for (std::int64_t r = r0; r < r1; ++r) {
-#pragma omp simd
-      for (std::int64_t c = 0; c < d; ++c) acc[c] += static_cast<double>(pdy[r * d + c]) * px[r * d + c];
-    }
-  }
-  float* pdw = dw.data();
-  for (std::int64_t c = 0; c < d; ++c) {
-    double s = 0;
-    for (int t = 0; t < used; ++t) s += partial[static_cast<std::int64_t>(t) * d + c];
-    pdw[c] = static_cast<float>(pdw[c] + static_cast<double>(alpha) * s);
-  }
 }
+
 
 inline void scale(Cpu, View<Cpu> y, float s) {
   check::scale<Cpu>(y);

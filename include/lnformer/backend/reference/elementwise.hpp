@@ -33,12 +33,7 @@ inline void scale_add_backward(Reference, View<Reference> dx, View<Reference> dw
   check::scale_add_backward<Reference>(dx, dw, dy, x, w);
   std::int64_t const n = dy.numel();
   std::int64_t const d = w.empty() ? 1 : w.numel();
-  if (!dx.empty()) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      double const g = w.empty() ? 1.0 : static_cast<double>(w.data()[i % d]);
-      dx.data()[i] = static_cast<float>(static_cast<double>(alpha) * dy.data()[i] * g);
-    }
-  }
+  // dw first: dx may alias dy, which dw reads.
   if (!dw.empty()) {
     std::vector<double> s(static_cast<std::size_t>(d), 0.0);
     for (std::int64_t i = 0; i < n; ++i)
@@ -46,6 +41,12 @@ inline void scale_add_backward(Reference, View<Reference> dx, View<Reference> dw
     for (std::int64_t c = 0; c < d; ++c)
       dw.data()[c] =
           static_cast<float>(dw.data()[c] + static_cast<double>(alpha) * s[static_cast<std::size_t>(c)]);
+  }
+  if (!dx.empty()) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      double const g = w.empty() ? 1.0 : static_cast<double>(w.data()[i % d]);
+      dx.data()[i] = static_cast<float>(static_cast<double>(alpha) * dy.data()[i] * g);
+    }
   }
 }
 
