@@ -525,12 +525,7 @@ int train_run(TrainContext& tc) {
     auto const first = batcher.epoch(1).front();
     AdminProfile prof;
     if (root) prof = admin_profile(model, batch_of(tc.train, first), ForwardContext{.seed = cfg.seed});
-    for (auto* v : {&prof.encoder, &prof.decoder}) {
-      std::uint64_t n = v->size();
-      dist::broadcast_value(comm, n);
-      v->resize(n);
-      if (n > 0) comm.broadcast(std::as_writable_bytes(std::span<double>(*v)));
-    }
+    for (auto* v : {&prof.encoder, &prof.decoder}) dist::broadcast_vector(comm, *v);
     apply_admin_profile(model, prof);
     fmt::print("admin: w profiled on the first batch ({} sentences)\n", first.size());
   }

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -130,6 +131,19 @@ TEST_CASE("collectives give every rank the same, right values") {
   double v = r == 0 ? 3.25 : -1.0;
   dist::broadcast_value(comm(), v);
   CHECK(v == 3.25);
+  std::map<std::string, std::string> meta;
+  if (r == 0) meta = {{"a", "1"}, {"key:with:colons", std::string("x\0y", 3)}, {"", "empty key"}, {"b", ""}};
+  else meta = {{"stale", "entry"}};
+  dist::broadcast_map(comm(), meta);
+  CHECK(meta == std::map<std::string, std::string>{{"a", "1"}, {"key:with:colons", std::string("x\0y", 3)},
+                                                   {"", "empty key"}, {"b", ""}});
+  std::vector<double> vec = r == 0 ? std::vector<double>{1.5, -2.0, 3.25} : std::vector<double>{9.0};
+  dist::broadcast_vector(comm(), vec);
+  CHECK(vec == std::vector<double>{1.5, -2.0, 3.25});
+  Tensor<Cpu> t(Shape{2, 3});
+  if (r == 0) ops::fill(Cpu{}, t, 4.5f);
+  dist::broadcast_tensor(comm(), t);
+  for (float x : t.to_host()) CHECK(x == 4.5f);
   comm().barrier();
   CHECK(comm().stats().calls >= 6);
 }

@@ -10,7 +10,10 @@
 // The helpers below are what data parallelism is made of, usable in a hand-written loop too:
 //   broadcast_parameters(comm, params)     every rank starts from rank 0's parameters;
 //   allreduce_gradients(comm, params)      sums every gradient over the ranks, in buckets;
-//   broadcast_string / broadcast_value     small control data (a path, a configuration, a flag).
+//   broadcast_string / broadcast_value     small control data (a path, a configuration, a flag);
+//   broadcast_map / broadcast_tensor       metadata, and one tensor of any backend.
+// Device (GPU) tensors go straight to a communicator with device collectives (dist/nccl.cuh) and
+// through host memory otherwise, so data parallelism over MPI works on the GPU backend too.
 // Every collective must be called by every rank in the same order; a failure (a rank that died,
 // a network error) is a CommError, never a silent wrong result.
 
@@ -19,6 +22,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -61,6 +65,18 @@ class Communicator {
     timed(x.size_bytes(), [&] { do_broadcast(x, root); });
   }
   void barrier() { timed(0, [&] { do_barrier(); }); }
+
+  /// True when the collectives below read and write device (GPU) memory directly (NCCL). Otherwise
+  /// the helpers below stage a device tensor through host memory and use the host collectives.
+  [[nodiscard]] virtual bool device_collectives() const { return false; }
+  /// In place on device memory: only for a communicator with device_collectives().
+  void allreduce_sum_device(float* x, std::size_t n) {
+    timed(n * sizeof(float), [&] { do_allreduce_sum_device(x, n); });
+  }
+  void broadcast_device(float* x, std::size_t n, int root = 0) {
+    LNF_EXPECTS_AS(ValueError, root >= 0 && root < size(), "broadcast root {} is not a rank of {}", root, size());
+    timed(n * sizeof(float), [&] { do_broadcast_device(x, n, root); });
+  }
   /// Ends every rank of the job with `code` (for an error one rank cannot recover from: the others
   /// would otherwise wait in their next collective forever).
   [[noreturn]] virtual void abort(int code) = 0;
@@ -75,6 +91,12 @@ class Communicator {
   virtual void do_allreduce_sum(std::span<std::int64_t>) = 0;
   virtual void do_broadcast(std::span<std::byte>, int root) = 0;
   virtual void do_barrier() = 0;
+  virtual void do_allreduce_sum_device(float*, std::size_t) {
+    throw CommError(fmt::format("{}: no collectives on device memory", name()));
+  }
+  virtual void do_broadcast_device(float*, std::size_t, int) {
+    throw CommError(fmt::format("{}: no collectives on device memory", name()));
+  }
 
  private:
   template <class F>
@@ -119,15 +141,66 @@ inline void broadcast_string(Communicator& comm, std::string& s, int root = 0) {
   if (n > 0) comm.broadcast(std::as_writable_bytes(std::span<char>(s.data(), s.size())), root);
 }
 
+/// A vector of trivially copyable values from root to every rank (its length first).
+template <class T>
+  requires std::is_trivially_copyable_v<T>
+void broadcast_vector(Communicator& comm, std::vector<T>& v, int root = 0) {
+  std::uint64_t n = v.size();
+  broadcast_value(comm, n, root);
+  v.resize(n);
+  if (n > 0) comm.broadcast(std::as_writable_bytes(std::span<T>(v)), root);
+}
+
 /// Floats from root to every rank, in place.
 inline void broadcast_floats(Communicator& comm, std::span<float> x, int root = 0) {
   if (!x.empty()) comm.broadcast(std::as_writable_bytes(x), root);
 }
 
+/// A tensor of backend B from root to every rank, in place: host memory through the host
+/// collective; device memory directly where the communicator can (NCCL), through the host otherwise.
+template <class B>
+void broadcast_tensor(Communicator& comm, Tensor<B>& t, int root = 0) {
+  auto const n = static_cast<std::size_t>(t.numel());
+  if (n == 0 || comm.size() == 1) return;
+  if constexpr (BackendTraits<B>::host_accessible) {
+    broadcast_floats(comm, std::span<float>(t.data(), n), root);
+  } else if (comm.device_collectives()) {
+    comm.broadcast_device(t.data(), n, root);
+  } else {
+    std::vector<float> h(n);
+    if (comm.rank() == root) BackendTraits<B>::to_host(h.data(), t.data(), n * sizeof(float));
+    broadcast_floats(comm, std::span<float>(h), root);
+    BackendTraits<B>::from_host(t.data(), h.data(), n * sizeof(float));
+  }
+}
+
+/// A string-to-string map (metadata) from root to every rank: the pairs as length-prefixed fields.
+inline void broadcast_map(Communicator& comm, std::map<std::string, std::string>& m, int root = 0) {
+  std::string flat;
+  if (comm.rank() == root)
+    for (auto const& [k, v] : m) flat += fmt::format("{}:{}{}:{}", k.size(), k, v.size(), v);
+  broadcast_string(comm, flat, root);
+  if (comm.rank() == root) return;
+  m.clear();
+  for (std::size_t i = 0; i < flat.size();) {
+    auto take = [&] {
+      auto const colon = flat.find(':', i);
+      LNF_EXPECTS_AS(CommError, colon != std::string::npos, "broadcast_map: malformed data from rank {}", root);
+      auto const n = static_cast<std::size_t>(std::stoull(flat.substr(i, colon - i)));
+      std::string out = flat.substr(colon + 1, n);
+      i = colon + 1 + n;
+      return out;
+    };
+    std::string k = take();
+    m[std::move(k)] = take();
+  }
+}
+
 /// Every rank's parameter values become root's. The ranks must hold the same parameters (names and
 /// shapes are checked against root's, so that a rank built with another configuration is an error
 /// rather than a scrambled model).
-inline void broadcast_parameters(Communicator& comm, ParameterList<Cpu> const& params, int root = 0) {
+template <class B>
+void broadcast_parameters(Communicator& comm, ParameterList<B> const& params, int root = 0) {
   if (comm.size() == 1) return;
   std::string layout;
   for (auto const& p : params) layout += fmt::format("{}:{};", p.name, p.param->value.shape());
@@ -138,9 +211,7 @@ inline void broadcast_parameters(Communicator& comm, ParameterList<Cpu> const& p
   LNF_EXPECTS_AS(CommError, mismatch == 0,
                  "broadcast_parameters: {} rank(s) hold other parameters (names or shapes) than rank {}{}", mismatch,
                  root, roots == layout ? "" : " (this one among them)");
-  for (auto const& p : params)
-    broadcast_floats(comm, std::span<float>(p.param->value.data(), static_cast<std::size_t>(p.param->value.numel())),
-                     root);
+  for (auto const& p : params) broadcast_tensor(comm, p.param->value, root);
 }
 
 /// Default bucket: 4 Mi floats (16 MiB), large enough that the per-call latency is small against
@@ -149,13 +220,32 @@ inline constexpr std::size_t kDefaultBucketFloats = std::size_t{4} << 20;
 
 /// Sums every parameter's gradient over the ranks, in place. Small gradients are packed into
 /// buckets of `bucket_floats` (one collective per bucket instead of one per tensor); a gradient at
-/// least that large is reduced where it is. `scratch` is the packing buffer, kept by the caller so
-/// that a training loop allocates it once.
-inline void allreduce_gradients(Communicator& comm, ParameterList<Cpu> const& params, std::vector<float>& scratch,
-                                std::size_t bucket_floats = kDefaultBucketFloats) {
+/// least that large is reduced where it is. `scratch` is the (host) packing buffer, kept by the
+/// caller so that a training loop allocates it once. Device gradients (B not host-accessible) are
+/// reduced in place by a communicator with device collectives (NCCL: one call per tensor, queued on
+/// the GPU's stream), or packed through host memory otherwise.
+template <class B>
+void allreduce_gradients(Communicator& comm, ParameterList<B> const& params, std::vector<float>& scratch,
+                         std::size_t bucket_floats = kDefaultBucketFloats) {
   if (comm.size() == 1) return;
   LNF_EXPECTS_AS(ValueError, bucket_floats > 0, "allreduce_gradients: bucket size must be positive");
-  std::vector<Parameter<Cpu>*> pending;
+  if constexpr (!BackendTraits<B>::host_accessible) {
+    if (comm.device_collectives()) {
+      for (auto const& ref : params)
+        if (ref.param->grad.numel() != 0)
+          comm.allreduce_sum_device(ref.param->grad.data(), static_cast<std::size_t>(ref.param->grad.numel()));
+      return;
+    }
+  }
+  auto to_scratch = [](float* dst, Parameter<B> const* p, std::size_t n) {
+    if constexpr (BackendTraits<B>::host_accessible) std::memcpy(dst, p->grad.data(), n * sizeof(float));
+    else BackendTraits<B>::to_host(dst, p->grad.data(), n * sizeof(float));
+  };
+  auto from_scratch = [](Parameter<B>* p, float const* src, std::size_t n) {
+    if constexpr (BackendTraits<B>::host_accessible) std::memcpy(p->grad.data(), src, n * sizeof(float));
+    else BackendTraits<B>::from_host(p->grad.data(), src, n * sizeof(float));
+  };
+  std::vector<Parameter<B>*> pending;
   std::size_t filled = 0;
   auto flush = [&] {
     if (pending.empty()) return;
@@ -163,7 +253,7 @@ inline void allreduce_gradients(Communicator& comm, ParameterList<Cpu> const& pa
     std::size_t off = 0;
     for (auto* p : pending) {
       auto const n = static_cast<std::size_t>(p->grad.numel());
-      std::memcpy(p->grad.data(), scratch.data() + off, n * sizeof(float));
+      from_scratch(p, scratch.data() + off, n);
       off += n;
     }
     pending.clear();
@@ -173,13 +263,13 @@ inline void allreduce_gradients(Communicator& comm, ParameterList<Cpu> const& pa
     auto* p = ref.param;
     auto const n = static_cast<std::size_t>(p->grad.numel());
     if (n == 0) continue;
-    if (n >= bucket_floats) {
+    if (n >= bucket_floats && BackendTraits<B>::host_accessible) {
       comm.allreduce_sum(std::span<float>(p->grad.data(), n));
       continue;
     }
     if (filled + n > bucket_floats) flush();
-    if (scratch.size() < bucket_floats) scratch.resize(bucket_floats);
-    std::memcpy(scratch.data() + filled, p->grad.data(), n * sizeof(float));
+    if (scratch.size() < std::max(bucket_floats, n)) scratch.resize(std::max(bucket_floats, n));
+    to_scratch(scratch.data() + filled, p, n);
     filled += n;
     pending.push_back(p);
   }

@@ -106,14 +106,7 @@ class Trainer {
                    "Trainer: clip_norm {} must be finite and >= 0", options_.clip_norm);
     LNF_EXPECTS_AS(ValueError, options_.explode_factor == 0.f || options_.explode_factor > 1.f,
                    "Trainer: explode_factor {} must be 0 (off) or > 1", options_.explode_factor);
-    if (distributed()) {
-      if constexpr (std::is_same_v<backend, Cpu>) {
-        dist::broadcast_parameters(*options_.comm, params_);
-      } else {
-        throw ValueError(fmt::format("Trainer: data-parallel training over {} is implemented for the Cpu backend only",
-                                     options_.comm->name()));
-      }
-    }
+    if (distributed()) dist::broadcast_parameters(*options_.comm, params_);
   }
 
   /// One update from `batch` (a Batch or LmBatch the model's forward takes); with a communicator,
@@ -173,48 +166,29 @@ class Trainer {
   /// optimizer) is an IoError as well.
   std::map<std::string, std::string> load_checkpoint(std::string const& path, bool require_checksum = false) {
     if (!distributed()) return load_checkpoint_here(path, require_checksum);
-    if constexpr (std::is_same_v<backend, Cpu>) {
-      // Rank 0 reads; its outcome (an error message, or the state) goes to every rank, so that a bad
-      // file is the same IoError everywhere instead of a hang.
-      auto& comm = *options_.comm;
-      std::map<std::string, std::string> meta;
-      std::string error;
-      if (comm.is_root()) {
-        try {
-          meta = load_checkpoint_here(path, require_checksum);
-        } catch (std::exception const& e) {
-          error = e.what();
-          if (error.empty()) error = "unknown error";
-        }
+    // Rank 0 reads; its outcome (an error message, or the state) goes to every rank, so that a bad
+    // file is the same IoError everywhere instead of a hang.
+    auto& comm = *options_.comm;
+    std::map<std::string, std::string> meta;
+    std::string error;
+    if (comm.is_root()) {
+      try {
+        meta = load_checkpoint_here(path, require_checksum);
+      } catch (std::exception const& e) {
+        error = e.what();
+        if (error.empty()) error = "unknown error";
       }
-      dist::broadcast_string(comm, error);
-      if (!error.empty()) throw IoError(comm.is_root() ? error : fmt::format("rank 0: {}", error));
-      for (auto const& p : params_)
-        dist::broadcast_floats(comm, std::span<float>(p.param->value.data(), static_cast<std::size_t>(p.param->value.numel())));
-      for (auto& kind : state_.buffers)
-        for (auto& t : kind) dist::broadcast_floats(comm, std::span<float>(t.data(), static_cast<std::size_t>(t.numel())));
-      dist::broadcast_value(comm, state_.step);
-      dist::broadcast_value(comm, best_loss_);
-      dist::broadcast_value(comm, last_finite_);
-      std::string flat;  // the metadata as length-prefixed key/value pairs
-      for (auto const& [k, v] : meta) flat += fmt::format("{}:{}{}:{}", k.size(), k, v.size(), v);
-      dist::broadcast_string(comm, flat);
-      meta.clear();
-      for (std::size_t i = 0; i < flat.size();) {
-        auto take = [&] {
-          auto const colon = flat.find(':', i);
-          auto const n = std::stoull(flat.substr(i, colon - i));
-          std::string out = flat.substr(colon + 1, n);
-          i = colon + 1 + n;
-          return out;
-        };
-        std::string k = take();
-        meta[std::move(k)] = take();
-      }
-      return meta;
-    } else {
-      throw ValueError("Trainer::load_checkpoint: data-parallel loading is implemented for the Cpu backend only");
     }
+    dist::broadcast_string(comm, error);
+    if (!error.empty()) throw IoError(comm.is_root() ? error : fmt::format("rank 0: {}", error));
+    for (auto const& p : params_) dist::broadcast_tensor(comm, p.param->value);
+    for (auto& kind : state_.buffers)
+      for (auto& t : kind) dist::broadcast_tensor(comm, t);
+    dist::broadcast_value(comm, state_.step);
+    dist::broadcast_value(comm, best_loss_);
+    dist::broadcast_value(comm, last_finite_);
+    dist::broadcast_map(comm, meta);
+    return meta;
   }
 
  private:
@@ -251,10 +225,7 @@ class Trainer {
     // The gradient of the mean loss over every rank's target tokens (the model's train_step with
     // one rank).
     if (has_batch) model_.backward(s.loss.tokens > 0 ? 1.f / static_cast<float>(s.loss.tokens) : 0.f);
-    if (distributed()) {
-      if constexpr (std::is_same_v<backend, Cpu>)
-        dist::allreduce_gradients(*options_.comm, params_, bucket_, options_.bucket_floats);
-    }
+    if (distributed()) dist::allreduce_gradients(*options_.comm, params_, bucket_, options_.bucket_floats);
     s.lr = schedule_(t);
     s.grad_norm = clip_grad_norm(params_, options_.clip_norm);
     double const mean = s.loss.mean_loss();
