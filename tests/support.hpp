@@ -9,12 +9,19 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
 namespace lnformer::test {
+
+/// NaN, +inf and -inf: each must make a reduction over it non-finite.
+inline constexpr std::array<float, 3> kNonFinite{std::numeric_limits<float>::quiet_NaN(),
+                                                 std::numeric_limits<float>::infinity(),
+                                                 -std::numeric_limits<float>::infinity()};
 
 template <class B>
 Tensor<B> random_tensor(Shape shape, Rng& rng, float lo = -1.f, float hi = 1.f) {
@@ -91,6 +98,17 @@ void check_close(TensorView<B1, T1> a, TensorView<B2, T2> b, double rtol, double
 template <class B1, class T1, class B2, class T2>
 void check_close(Tensor<B1, T1> const& a, Tensor<B2, T2> const& b, double rtol, double atol, std::string const& what) {
   check_close(a.cview(), b.cview(), rtol, atol, what);
+}
+
+/// check_close of a result on any backend against an expected tensor on a host-accessible one: a result
+/// the host cannot read (on the Gpu) is copied to the expected tensor's backend first.
+template <class B, class R, class T>
+void check_close_to(Tensor<B, T> const& got, Tensor<R, T> const& want, double rtol, double atol,
+                    std::string const& what) {
+  if constexpr (BackendTraits<B>::host_accessible)
+    check_close(got, want, rtol, atol, what);
+  else
+    check_close(to_backend<R>(got), want, rtol, atol, what);
 }
 
 /// Central finite differences of `loss()` with respect to every element of `x` (a host-accessible

@@ -10,6 +10,8 @@
 #include <lnformer/backend/cuda/optimizer.cuh>
 
 #include "gpu_support.cuh"
+#include "ops/fixtures_elementwise.hpp"
+#include "ops/fixtures_embedding.hpp"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -27,18 +29,28 @@
 using namespace lnformer;
 using test::check_close;
 using test::check_gpu_close;
+using test::EmbeddingCase;
+using test::for_each_dropout_case;
+using test::for_each_gate_case;
+using test::Gate;
+using test::gated_operands;
+using test::kDropoutKeys;
+using test::nonzero_tensor;
 using test::random_tensor;
 using test::to_gpu;
 using test::to_reference;
+using test::with_last;
 
 namespace {
 
 constexpr double kRtol = 1e-4;
 
-// Odd sizes, one element, a row of one, and tensors larger than one block / one wave of blocks.
-std::vector<Shape> const kShapes = {Shape{1},    Shape{3},       Shape{17},      Shape{33},        Shape{257},
-                                    Shape{4099}, Shape{1, 17},   Shape{5, 33},   Shape{2, 3, 7},   Shape{301, 257},
-                                    Shape{2, 1, 65537}};
+// The element-wise shapes, and a tensor larger than one wave of blocks.
+std::vector<Shape> const kShapes = [] {
+  auto shapes = test::kElementwiseShapes;
+  shapes.push_back(Shape{2, 1, 65537});
+  return shapes;
+}();
 
 template <class T>
 Tensor<Gpu, T> gpu_of(std::vector<T> const& h, Shape s) {
@@ -53,18 +65,6 @@ std::int64_t bit_differences(std::vector<float> const& a, std::vector<float> con
     d += std::bit_cast<std::uint32_t>(a[i]) != std::bit_cast<std::uint32_t>(b[i]);
   return d;
 }
-
-// --- residual gates, as in tests/ops/test_elementwise.cpp ---------------------------------------------
-enum class Gate { none, per_feature, scalar };
-constexpr Gate kGates[] = {Gate::none, Gate::per_feature, Gate::scalar};
-std::string gate_name(Gate g) { return g == Gate::none ? "w absent" : g == Gate::per_feature ? "w [d]" : "w [1]"; }
-
-Tensor<Reference> make_gate(Gate g, Shape const& s, Rng& rng) {
-  if (g == Gate::none) return Tensor<Reference>();
-  return random_tensor<Reference>(g == Gate::per_feature ? Shape{s[-1]} : Shape{1}, rng, 0.5f, 2.f);
-}
-/// An absent gate (no data) stays absent on the Gpu.
-Tensor<Gpu> gate_to_gpu(Tensor<Reference> const& w) { return w.data() == nullptr ? Tensor<Gpu>() : to_gpu(w); }
 
 }  // namespace
 
@@ -136,23 +136,6 @@ LNF_GPU_TEST_CASE("gpu activation: NaN propagates, empty tensors, bad kinds and 
 // --- dropout --------------------------------------------------------------------------------------------
 
 namespace {
-// Offsets that start a tensor at every Philox lane, and keys whose counter uses its high words.
-std::vector<RngKey> const kKeys = {
-    {1, 0, 0},
-    {1, 0, 1},
-    {1, 0, 2},
-    {1, 0, 3},
-    {7, 3, 4101},
-    {0x123456789abcdefull, 0xfedcba9876543210ull, (std::uint64_t{1} << 34) - 5},  // block index crosses 2^32
-};
-
-// Nonzero values so that a zero output always means "dropped".
-Tensor<Reference> nonzero_tensor(Shape s, Rng& rng) {
-  auto t = random_tensor<Reference>(s, rng, 0.5f, 1.5f);
-  for (std::int64_t i = 1; i < t.numel(); i += 2) t.data()[i] = -t.data()[i];
-  return t;
-}
-
 /// Number of elements where out disagrees with the CPU definition: dropped iff key.uniform(i) < p, else
 /// exactly in[i] * (float)(1 / (1 - p)) (bit for bit).
 std::int64_t dropout_mismatches(std::vector<float> const& out, std::vector<float> const& in, float p, RngKey key) {
@@ -169,7 +152,7 @@ std::int64_t dropout_mismatches(std::vector<float> const& out, std::vector<float
 // Runs without a device: the kernel's Philox block and its element <-> (block, lane) mapping against
 // RngKey::bits, on the host.
 TEST_CASE("gpu dropout's Philox block and lane mapping equal RngKey::bits (host check, no device needed)") {
-  for (auto const& key : kKeys) {
+  for (auto const& key : kDropoutKeys) {
     CAPTURE(key.seed);
     CAPTURE(key.offset);
     std::int64_t const n = 1001;
@@ -194,48 +177,40 @@ TEST_CASE("gpu dropout's Philox block and lane mapping equal RngKey::bits (host 
 
 LNF_GPU_TEST_CASE("gpu dropout: the mask is key.uniform(i) < p bit for bit, as the Reference's, every lane offset") {
   Rng rng(102);
-  for (float p : {0.1f, 0.5f, 0.9f}) {
-    for (auto const& key : kKeys) {
-      for (auto const& s : kShapes) {
-        CAPTURE(p);
-        CAPTURE(key.seed);
-        CAPTURE(key.offset);
-        CAPTURE(s.str());
-        auto const xr = nonzero_tensor(s, rng);
-        auto const xg = to_gpu(xr);
-        Tensor<Reference> yr(s);
-        Tensor<Gpu> yg(s);
-        ops::dropout_forward(Reference{}, yr, xr, p, key);
-        ops::dropout_forward(Gpu{}, yg, xg, p, key);
-        check_gpu_close(yg, yr, 1e-6, 0, "y");
-        auto const y = yg.to_host();
-        auto const x = xr.to_host();
-        std::int64_t mask_differences = 0;
-        for (std::int64_t i = 0; i < s.numel(); ++i) mask_differences += (y[i] == 0.f) != (yr.data()[i] == 0.f);
-        CHECK(mask_differences == 0);
-        CHECK(dropout_mismatches(y, x, p, key) == 0);
+  for_each_dropout_case({0.1f, 0.5f, 0.9f}, kShapes, [&](float p, RngKey const& key, Shape const& s) {
+    auto const xr = nonzero_tensor<Reference>(s, rng);
+    auto const xg = to_gpu(xr);
+    Tensor<Reference> yr(s);
+    Tensor<Gpu> yg(s);
+    ops::dropout_forward(Reference{}, yr, xr, p, key);
+    ops::dropout_forward(Gpu{}, yg, xg, p, key);
+    check_gpu_close(yg, yr, 1e-6, 0, "y");
+    auto const y = yg.to_host();
+    auto const x = xr.to_host();
+    std::int64_t mask_differences = 0;
+    for (std::int64_t i = 0; i < s.numel(); ++i) mask_differences += (y[i] == 0.f) != (yr.data()[i] == 0.f);
+    CHECK(mask_differences == 0);
+    CHECK(dropout_mismatches(y, x, p, key) == 0);
 
-        auto const dyr = nonzero_tensor(s, rng);
-        auto const dyg = to_gpu(dyr);
-        Tensor<Reference> dxr(s);
-        Tensor<Gpu> dxg(s);
-        ops::dropout_backward(Reference{}, dxr, dyr, p, key);
-        ops::dropout_backward(Gpu{}, dxg, dyg, p, key);
-        check_gpu_close(dxg, dxr, 1e-6, 0, "dx");
-        CHECK(dropout_mismatches(dxg.to_host(), dyr.to_host(), p, key) == 0);  // the forward's mask again
+    auto const dyr = nonzero_tensor<Reference>(s, rng);
+    auto const dyg = to_gpu(dyr);
+    Tensor<Reference> dxr(s);
+    Tensor<Gpu> dxg(s);
+    ops::dropout_backward(Reference{}, dxr, dyr, p, key);
+    ops::dropout_backward(Gpu{}, dxg, dyg, p, key);
+    check_gpu_close(dxg, dxr, 1e-6, 0, "dx");
+    CHECK(dropout_mismatches(dxg.to_host(), dyr.to_host(), p, key) == 0);  // the forward's mask again
 
-        auto inplace = xg.clone();
-        ops::dropout_forward(Gpu{}, inplace, inplace, p, key);
-        CHECK(bit_differences(inplace.to_host(), y) == 0);
-      }
-    }
-  }
+    auto inplace = xg.clone();
+    ops::dropout_forward(Gpu{}, inplace, inplace, p, key);
+    CHECK(bit_differences(inplace.to_host(), y) == 0);
+  });
 }
 
 LNF_GPU_TEST_CASE("gpu dropout: p = 0 copies; p out of [0, 1) is a ValueError; shapes must match") {
   Rng rng(103);
   Shape const s{37, 29};
-  auto const xr = nonzero_tensor(s, rng);
+  auto const xr = nonzero_tensor<Reference>(s, rng);
   auto const xg = to_gpu(xr);
   Tensor<Gpu> y(s);
   ops::dropout_forward(Gpu{}, y, xg, 0.f, RngKey{5, 1, 0});
@@ -318,32 +293,20 @@ LNF_GPU_TEST_CASE("gpu add, scale, axpy, fill match Reference, in place too") {
 
 LNF_GPU_TEST_CASE("gpu scale_add matches Reference for every gate and alpha, in place too") {
   Rng rng(105);
-  for (auto g : kGates) {
-    for (float alpha : {1.f, 0.7f, -2.f}) {
-      for (auto const& s : kShapes) {
-        CAPTURE(gate_name(g));
-        CAPTURE(alpha);
-        CAPTURE(s.str());
-        auto const xr = random_tensor<Reference>(s, rng);
-        auto const fr = random_tensor<Reference>(s, rng);
-        auto const wr = make_gate(g, s, rng);
-        auto const xg = to_gpu(xr);
-        auto const fg = to_gpu(fr);
-        auto const wg = gate_to_gpu(wr);
-        Tensor<Reference> yr(s);
-        ops::scale_add(Reference{}, yr, xr, wr, alpha, fr);
-        Tensor<Gpu> yg(s);
-        ops::scale_add(Gpu{}, yg, xg, wg, alpha, fg);
-        check_gpu_close(yg, yr, kRtol, 1e-6, "y");
-        auto yx = xg.clone();
-        ops::scale_add(Gpu{}, yx, yx, wg, alpha, fg);
-        check_gpu_close(yx, yr, kRtol, 1e-6, "y aliasing x");
-        auto yf = fg.clone();
-        ops::scale_add(Gpu{}, yf, xg, wg, alpha, yf);
-        check_gpu_close(yf, yr, kRtol, 1e-6, "y aliasing f");
-      }
-    }
-  }
+  for_each_gate_case({1.f, 0.7f, -2.f}, kShapes, [&](Gate g, float alpha, Shape const& s) {
+    auto const [xr, fr, wr, xg, fg, wg] = gated_operands<Reference, Gpu>(g, s, rng);
+    Tensor<Reference> yr(s);
+    ops::scale_add(Reference{}, yr, xr, wr, alpha, fr);
+    Tensor<Gpu> yg(s);
+    ops::scale_add(Gpu{}, yg, xg, wg, alpha, fg);
+    check_gpu_close(yg, yr, kRtol, 1e-6, "y");
+    auto yx = xg.clone();
+    ops::scale_add(Gpu{}, yx, yx, wg, alpha, fg);
+    check_gpu_close(yx, yr, kRtol, 1e-6, "y aliasing x");
+    auto yf = fg.clone();
+    ops::scale_add(Gpu{}, yf, xg, wg, alpha, yf);
+    check_gpu_close(yf, yr, kRtol, 1e-6, "y aliasing f");
+  });
   Tensor<Gpu> x(Shape{4, 7}), w8(Shape{8}), y(Shape{4, 7});
   CHECK_THROWS_WITH_AS(ops::scale_add(Gpu{}, y, x, w8, 1.f, x),
                        doctest::Contains("w must be [7] (the last dim of x) or [1]"), ShapeError);
@@ -355,58 +318,46 @@ LNF_GPU_TEST_CASE("gpu scale_add_backward matches Reference: dx assigns, dw accu
   shapes.push_back(Shape{2000, 96});     // many row chunks
   shapes.push_back(Shape{3, 100003});    // many column tiles, one chunk
   shapes.push_back(Shape{1 << 20, 2});   // d = 2, a million rows
-  for (auto g : kGates) {
-    for (float alpha : {1.f, -0.6f}) {
-      for (auto const& s : shapes) {
-        CAPTURE(gate_name(g));
-        CAPTURE(alpha);
-        CAPTURE(s.str());
-        auto const xr = random_tensor<Reference>(s, rng);
-        auto const dyr = random_tensor<Reference>(s, rng);
-        auto const wr = make_gate(g, s, rng);
-        auto const xg = to_gpu(xr);
-        auto const dyg = to_gpu(dyr);
-        auto const wg = gate_to_gpu(wr);
-        bool const gated = g != Gate::none;
+  for_each_gate_case({1.f, -0.6f}, shapes, [&](Gate g, float alpha, Shape const& s) {
+    auto const [xr, dyr, wr, xg, dyg, wg] = gated_operands<Reference, Gpu>(g, s, rng);
+    bool const gated = g != Gate::none;
 
-        Tensor<Reference> dxr(s);
-        Tensor<Reference> dwr = gated ? Tensor<Reference>(wr.shape()) : Tensor<Reference>();
-        if (gated) ops::fill(Reference{}, dwr, 0.5f);
-        ops::scale_add_backward(Reference{}, dxr, dwr, dyr, xr, wr, alpha);
+    Tensor<Reference> dxr(s);
+    Tensor<Reference> dwr = gated ? Tensor<Reference>(wr.shape()) : Tensor<Reference>();
+    if (gated) ops::fill(Reference{}, dwr, 0.5f);
+    ops::scale_add_backward(Reference{}, dxr, dwr, dyr, xr, wr, alpha);
 
-        Tensor<Gpu> dxg(s);
-        ops::fill(Gpu{}, dxg, 9.f);  // dx assigns over whatever is there
-        Tensor<Gpu> dwg = gated ? Tensor<Gpu>(wr.shape()) : Tensor<Gpu>();
-        if (gated) ops::fill(Gpu{}, dwg, 0.5f);
-        auto const dw_start = gated ? dwg.clone() : Tensor<Gpu>();
-        ops::scale_add_backward(Gpu{}, dxg, dwg, dyg, xg, wg, alpha);
-        check_gpu_close(dxg, dxr, kRtol, 1e-7, "dx");
-        if (gated) {
-          check_gpu_close(dwg, dwr, kRtol, 1e-5, "dw");
-          // The same call from the same start gives the same bits (deterministic reduction).
-          auto again = dw_start.clone();
-          ops::scale_add_backward(Gpu{}, View<Gpu>{}, again, dyg, xg, wg, alpha);
-          CHECK(bit_differences(again.to_host(), dwg.to_host()) == 0);
-        }
-
-        // dx alone; dx aliasing dy.
-        Tensor<Gpu> dx_only(s);
-        ops::scale_add_backward(Gpu{}, dx_only, View<Gpu>{}, dyg, xg, wg, alpha);
-        check_gpu_close(dx_only, dxr, kRtol, 1e-7, "dx alone");
-        auto g2 = dyg.clone();
-        ops::scale_add_backward(Gpu{}, g2, View<Gpu>{}, g2, xg, wg, alpha);
-        check_gpu_close(g2, dxr, kRtol, 1e-7, "dx aliasing dy");
-        if (gated) {
-          // dx aliasing dy with dw wanted: dw is computed from the incoming dy (before dx overwrites it).
-          auto g3 = dyg.clone();
-          auto dw3 = dw_start.clone();
-          ops::scale_add_backward(Gpu{}, g3, dw3, g3, xg, wg, alpha);
-          check_gpu_close(g3, dxr, kRtol, 1e-7, "dx aliasing dy, with dw");
-          check_gpu_close(dw3, dwr, kRtol, 1e-5, "dw with dx aliasing dy");
-        }
-      }
+    Tensor<Gpu> dxg(s);
+    ops::fill(Gpu{}, dxg, 9.f);  // dx assigns over whatever is there
+    Tensor<Gpu> dwg = gated ? Tensor<Gpu>(wr.shape()) : Tensor<Gpu>();
+    if (gated) ops::fill(Gpu{}, dwg, 0.5f);
+    auto const dw_start = gated ? dwg.clone() : Tensor<Gpu>();
+    ops::scale_add_backward(Gpu{}, dxg, dwg, dyg, xg, wg, alpha);
+    check_gpu_close(dxg, dxr, kRtol, 1e-7, "dx");
+    if (gated) {
+      check_gpu_close(dwg, dwr, kRtol, 1e-5, "dw");
+      // The same call from the same start gives the same bits (deterministic reduction).
+      auto again = dw_start.clone();
+      ops::scale_add_backward(Gpu{}, View<Gpu>{}, again, dyg, xg, wg, alpha);
+      CHECK(bit_differences(again.to_host(), dwg.to_host()) == 0);
     }
-  }
+
+    // dx alone; dx aliasing dy.
+    Tensor<Gpu> dx_only(s);
+    ops::scale_add_backward(Gpu{}, dx_only, View<Gpu>{}, dyg, xg, wg, alpha);
+    check_gpu_close(dx_only, dxr, kRtol, 1e-7, "dx alone");
+    auto g2 = dyg.clone();
+    ops::scale_add_backward(Gpu{}, g2, View<Gpu>{}, g2, xg, wg, alpha);
+    check_gpu_close(g2, dxr, kRtol, 1e-7, "dx aliasing dy");
+    if (gated) {
+      // dx aliasing dy with dw wanted: dw is computed from the incoming dy (before dx overwrites it).
+      auto g3 = dyg.clone();
+      auto dw3 = dw_start.clone();
+      ops::scale_add_backward(Gpu{}, g3, dw3, g3, xg, wg, alpha);
+      check_gpu_close(g3, dxr, kRtol, 1e-7, "dx aliasing dy, with dw");
+      check_gpu_close(dw3, dwr, kRtol, 1e-5, "dw with dx aliasing dy");
+    }
+  });
   Tensor<Gpu> a(Shape{4, 7}), w7(Shape{7});
   CHECK_THROWS_WITH_AS(ops::scale_add_backward(Gpu{}, View<Gpu>{}, w7, a, a, CView<Gpu>{}, 1.f),
                        doctest::Contains("dw has shape [7] but w is absent"), ShapeError);
@@ -511,8 +462,7 @@ LNF_GPU_TEST_CASE("gpu sum_squares and global_l2_norm: double accumulation, dete
 
   // A NaN or an inf anywhere (small or large tensor) makes the results non-finite.
   for (std::size_t k : {std::size_t{0}, rs.size() - 1}) {
-    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                      -std::numeric_limits<float>::infinity()}) {
+    for (float bad : test::kNonFinite) {
       CAPTURE(k);
       CAPTURE(bad);
       auto h = rs[k].to_host();
@@ -536,45 +486,19 @@ LNF_GPU_TEST_CASE("gpu sum_squares and global_l2_norm: double accumulation, dete
 // --- embedding ------------------------------------------------------------------------------------------
 
 namespace {
-/// N ids in [0, V), with some forced repeats (id 0 every third) and, if pad >= 0, some pad ids.
-std::vector<std::int32_t> random_ids(std::int64_t N, std::int64_t V, Rng& rng, std::int32_t pad = -1) {
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(N));
-  for (auto& id : ids) id = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(V)));
-  for (std::size_t n = 0; n < ids.size(); n += 3) ids[n] = 0;
-  if (pad >= 0)
-    for (std::size_t n = 1; n < ids.size(); n += 4) ids[n] = pad;
-  return ids;
-}
-
-Shape with_last(Shape const& s, std::int64_t d) {
-  std::vector<std::int64_t> dims(s.begin(), s.end());
-  dims.push_back(d);
-  return Shape::from(dims.begin(), dims.end());
-}
-
-struct EmbeddingCase {
-  Shape ids;
-  std::int64_t V, d;
-  std::int32_t pad;
-};
-std::vector<EmbeddingCase> const kEmbeddingCases{
-    {{1}, 1, 1, -1},     {{3}, 3, 17, 1},          {{17}, 17, 33, 2},   {{64}, 257, 3, 0},
-    {{2, 3}, 5, 257, 4}, {{64}, 10, 1024, 1},      {{300}, 33, 257, 1}, {{4, 75}, 1000, 129, -1},
-    {{500}, 3, 70, 2},   {{16, 512}, 4000, 96, 1},
-};
+// The embedding cases, and a batch of 8192 ids.
+std::vector<EmbeddingCase> const kEmbeddingCases = [] {
+  auto cases = test::kEmbeddingCases;
+  cases.push_back({{16, 512}, 4000, 96, 1});
+  return cases;
+}();
 }  // namespace
 
 LNF_GPU_TEST_CASE("gpu embedding_forward matches Reference exactly and assigns") {
   Rng rng(109);
   for (auto const& c : kEmbeddingCases) {
-    CAPTURE(c.ids.str());
-    CAPTURE(c.V);
-    CAPTURE(c.d);
-    auto const table = random_tensor<Reference>({c.V, c.d}, rng);
-    auto const ids_h = random_ids(c.ids.numel(), c.V, rng);
-    Tensor<Reference, std::int32_t> const ids(c.ids, std::span<std::int32_t const>(ids_h));
-    Tensor<Reference> yr(with_last(c.ids, c.d));
-    ops::embedding_forward(Reference{}, yr, table, ids, 2.5f);
+    CAPTURE(c.str());
+    auto const [table, ids, yr] = test::embedding_forward_reference(c, 2.5f, rng);
     auto yg = random_tensor<Gpu>(with_last(c.ids, c.d), rng, 100.f, 200.f);  // stale contents are overwritten
     ops::embedding_forward(Gpu{}, yg, to_gpu(table), to_gpu(ids), 2.5f);
     check_gpu_close(yg, yr, 0, 0, "embedding_forward y");  // one correctly rounded product on both sides
@@ -584,17 +508,9 @@ LNF_GPU_TEST_CASE("gpu embedding_forward matches Reference exactly and assigns")
 LNF_GPU_TEST_CASE("gpu embedding_backward matches Reference: accumulates, repeated ids add up, padding untouched") {
   Rng rng(110);
   for (auto const& c : kEmbeddingCases) {
-    CAPTURE(c.ids.str());
-    CAPTURE(c.V);
-    CAPTURE(c.d);
-    CAPTURE(c.pad);
-    auto const ids_h = random_ids(c.ids.numel(), c.V, rng, c.pad);
-    Tensor<Reference, std::int32_t> const ids(c.ids, std::span<std::int32_t const>(ids_h));
-    auto const dy = random_tensor<Reference>(with_last(c.ids, c.d), rng);
-    auto dtable_ref = random_tensor<Reference>({c.V, c.d}, rng);  // an existing gradient: += keeps it
-    auto dtable = to_gpu(dtable_ref);
-    auto const before = dtable_ref.clone();
-    ops::embedding_backward(Reference{}, dtable_ref, dy, ids, 0.5f, c.pad);
+    CAPTURE(c.str());
+    auto const [ids, dy, before, dtable_ref] = test::embedding_backward_reference(c, 0.5f, rng);
+    auto dtable = to_gpu(before);  // an existing gradient: += keeps it
     ops::embedding_backward(Gpu{}, dtable, to_gpu(dy), to_gpu(ids), 0.5f, c.pad);
     // Float atomics add a repeated id's rows in any order (the CPU adds them in token order, the Reference
     // in double): with thousands of repeats the rounding differs by a few 1e-5 absolute.

@@ -5,6 +5,7 @@
 #include <lnformer/backend/cuda/matmul.cuh>
 
 #include "gpu_support.cuh"
+#include "ops/fixtures_matmul.hpp"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -19,35 +20,20 @@
 
 using namespace lnformer;
 using test::check_gpu_close;
+using test::heads_of;
+using test::kMatmulAtol;
+using test::kMatmulRtol;
+using test::plain;
 using test::random_tensor;
 using test::to_gpu;
 
 namespace {
 
-constexpr double kRtol = 1e-4;
-constexpr double kAtol = 1e-4;
-
-/// matmul on Reference and Gpu with operands made by `views(c, a, b)` from the same random buffers;
-/// the whole c buffers are compared, so what lies outside a strided c view must stay untouched.
+/// matmul on the Gpu against the Reference (tests/ops/fixtures_matmul.hpp).
 template <class Views>
 void agree(std::string const& what, Shape as, Shape bs, Shape cs, Views views, float alpha = 1.f, float beta = 0.f) {
-  Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
-  auto ar = random_tensor<Reference>(as, rng), br = random_tensor<Reference>(bs, rng),
-       cr = random_tensor<Reference>(cs, rng);
-  auto ag = to_gpu(ar), bg = to_gpu(br), cg = to_gpu(cr);
-  {
-    auto [c, a, b] = views(cr, ar, br);
-    ops::matmul(Reference{}, c, a, b, alpha, beta);
-  }
-  {
-    auto [c, a, b] = views(cg, ag, bg);
-    ops::matmul(Gpu{}, c, a, b, alpha, beta);
-  }
-  check_gpu_close(cg, cr, kRtol, kAtol, fmt::format("{} (alpha {}, beta {})", what, alpha, beta));
+  test::check_matmul_agrees<Gpu>(what, as, bs, cs, views, alpha, beta);
 }
-
-auto const plain = [](auto& c, auto& a, auto& b) { return std::tuple{c.view(), a.cview(), b.cview()}; };
-auto const heads_of = [](auto const& x) { return x.cview().permute({0, 2, 1, 3}); };
 
 }  // namespace
 
@@ -108,18 +94,7 @@ LNF_GPU_TEST_CASE("gpu matmul_backward: broadcast batch dims, per-head operands,
       {Shape{4, 3, 5}, Shape{4, 5, 2}, Shape{4, 3, 2}},     {Shape{1, 3, 5}, Shape{4, 5, 2}, Shape{4, 3, 2}},
       {Shape{2, 1, 4, 5}, Shape{1, 3, 5, 6}, Shape{2, 3, 4, 6}}, {Shape{1, 1, 4, 5}, Shape{2, 3, 5, 6}, Shape{2, 3, 4, 6}},
   };
-  for (auto const& [as, bs, cs] : cases) {
-    std::string const what = fmt::format("{} @ {} -> {}", as, bs, cs);
-    Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
-    auto ar = random_tensor<Reference>(as, rng), br = random_tensor<Reference>(bs, rng),
-         dcr = random_tensor<Reference>(cs, rng);
-    auto dar = random_tensor<Reference>(as, rng, 100.f, 200.f), dbr = random_tensor<Reference>(bs, rng, 100.f, 200.f);
-    auto ag = to_gpu(ar), bg = to_gpu(br), dcg = to_gpu(dcr), dag = to_gpu(dar), dbg = to_gpu(dbr);
-    ops::matmul_backward(Reference{}, dar, dbr, dcr, ar, br, 0.75f);
-    ops::matmul_backward(Gpu{}, dag, dbg, dcg, ag, bg, 0.75f);
-    check_gpu_close(dag, dar, kRtol, kAtol, "da of " + what);
-    check_gpu_close(dbg, dbr, kRtol, kAtol, "db of " + what);
-  }
+  for (auto const& [as, bs, cs] : cases) test::check_matmul_backward_agrees<Gpu>(as, bs, cs);
   Rng rng(6);
   std::int64_t const batch = 2, t = 5, heads = 3, dh = 4;
   auto qr = random_tensor<Reference>(Shape{batch, t, heads, dh}, rng), kr = random_tensor<Reference>(qr.shape(), rng);
@@ -129,10 +104,10 @@ LNF_GPU_TEST_CASE("gpu matmul_backward: broadcast batch dims, per-head operands,
   Tensor<Gpu> dqg(dqr.shape()), dktg(dktr.shape()), db2(dktr.shape());
   ops::matmul_backward(Reference{}, dqr, dktr, dsr, heads_of(qr), heads_of(kr).transposed(), 0.5f);
   ops::matmul_backward(Gpu{}, dqg, dktg, dsg, heads_of(qg), heads_of(kg).transposed(), 0.5f);
-  check_gpu_close(dqg, dqr, kRtol, kAtol, "dq");
-  check_gpu_close(dktg, dktr, kRtol, kAtol, "dk^T");
+  check_gpu_close(dqg, dqr, kMatmulRtol, kMatmulAtol, "dq");
+  check_gpu_close(dktg, dktr, kMatmulRtol, kMatmulAtol, "dk^T");
   ops::matmul_backward(Gpu{}, View<Gpu>{}, db2, dsg, heads_of(qg), heads_of(kg).transposed(), 0.5f);
-  check_gpu_close(db2, dktr, kRtol, kAtol, "db alone");
+  check_gpu_close(db2, dktr, kMatmulRtol, kMatmulAtol, "db alone");
 }
 
 LNF_GPU_TEST_CASE("gpu linear forward and backward: bias, rank 3, dx assigns, dw and dbias accumulate") {
@@ -152,13 +127,13 @@ LNF_GPU_TEST_CASE("gpu linear forward and backward: bias, rank 3, dx assigns, dw
         CView<Gpu> const bias_g = with_bias ? bg.cview() : CView<Gpu>{};
         ops::linear_forward(Reference{}, yr, xr, wr, bias_r);
         ops::linear_forward(Gpu{}, yg, xg, wg, bias_g);
-        check_gpu_close(yg, yr, kRtol, kAtol, "y " + what);
+        check_gpu_close(yg, yr, kMatmulRtol, kMatmulAtol, "y " + what);
         for (int rep = 0; rep < 2; ++rep) {  // twice: dw and dbias keep accumulating, dx is reassigned
           ops::linear_backward(Reference{}, dxr, dwr, dbr, dyr, xr, wr);
           ops::linear_backward(Gpu{}, dxg, dwg, dbg, dyg, xg, wg);
-          check_gpu_close(dxg, dxr, kRtol, kAtol, fmt::format("dx {} (call {})", what, rep + 1));
-          check_gpu_close(dwg, dwr, kRtol, kAtol, fmt::format("dw {} (call {})", what, rep + 1));
-          check_gpu_close(dbg, dbr, kRtol, kAtol, fmt::format("dbias {} (call {})", what, rep + 1));
+          check_gpu_close(dxg, dxr, kMatmulRtol, kMatmulAtol, fmt::format("dx {} (call {})", what, rep + 1));
+          check_gpu_close(dwg, dwr, kMatmulRtol, kMatmulAtol, fmt::format("dw {} (call {})", what, rep + 1));
+          check_gpu_close(dbg, dbr, kMatmulRtol, kMatmulAtol, fmt::format("dbias {} (call {})", what, rep + 1));
         }
       }
 }

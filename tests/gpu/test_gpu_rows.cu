@@ -9,6 +9,9 @@
 #include <lnformer/backend/cuda/layer_norm.cuh>
 #include <lnformer/backend/cuda/softmax.cuh>
 
+#include "ops/fixtures_cross_entropy.hpp"
+#include "ops/fixtures_softmax.hpp"
+
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -22,13 +25,16 @@
 
 using namespace lnformer;
 using test::check_gpu_close;
+using test::make_targets;
+using test::mask_patterns;
+using test::random_mask;
+using test::random_targets;
 using test::random_tensor;
 using test::to_gpu;
 using test::to_reference;
+using test::XentForward;
 
 namespace {
-
-constexpr float kInf = std::numeric_limits<float>::infinity();
 
 /// A GPU result equal, bit for bit, to another GPU result.
 void check_gpu_same(Tensor<Gpu> const& a, Tensor<Gpu> const& b, std::string const& what) {
@@ -79,6 +85,22 @@ struct LnGpu {
         dbeta0(to_gpu(in.dbeta0)) {}
 };
 
+/// The three gradients of one GPU backward: dgamma and dbeta start from the inputs' (they accumulate);
+/// dx is a new buffer or, in place, a copy of dy or of x that the backward reads and overwrites.
+struct LnGrads {
+  Tensor<Gpu> dx, dgamma, dbeta;
+};
+enum class InPlace { no, over_dy, over_x };
+LnGrads ln_backward(LnGpu const& g, CView<Gpu> mean, CView<Gpu> rstd, InPlace in_place = InPlace::no) {
+  LnGrads o{in_place == InPlace::over_dy  ? g.dy.clone()
+            : in_place == InPlace::over_x ? g.x.clone()
+                                          : Tensor<Gpu>(g.x.shape()),
+            g.dgamma0.clone(), g.dbeta0.clone()};
+  ops::layer_norm_backward(Gpu{}, o.dx, o.dgamma, o.dbeta, in_place == InPlace::over_dy ? o.dx : g.dy,
+                           in_place == InPlace::over_x ? o.dx : g.x, mean, rstd, g.gamma);
+  return o;
+}
+
 /// GPU forward and backward against the reference. The GPU backward is given the reference's mean
 /// and rstd, so that it is checked on its own (its own statistics are checked by the forward).
 void ln_compare(Shape const& shape, Rng& rng, float offset = 0.f, float spread = 2.f, float eps = 1e-5f,
@@ -93,12 +115,7 @@ void ln_compare(Shape const& shape, Rng& rng, float offset = 0.f, float spread =
   check_gpu_close(mean, r.mean, 1e-5, 1e-6 + 1e-7 * (std::abs(offset) + spread), what + ": mean");
   check_gpu_close(rstd, r.rstd, 1e-4, 1e-6, what + ": rstd");
 
-  auto const rmean = to_gpu(r.mean);
-  auto const rrstd = to_gpu(r.rstd);
-  Tensor<Gpu> dx(shape);
-  auto dgamma = g.dgamma0.clone();
-  auto dbeta = g.dbeta0.clone();
-  ops::layer_norm_backward(Gpu{}, dx, dgamma, dbeta, g.dy, g.x, rmean, rrstd, g.gamma);
+  auto const [dx, dgamma, dbeta] = ln_backward(g, to_gpu(r.mean), to_gpu(r.rstd));
   // Gradients scale with rstd; dgamma/dbeta sum over rows.
   double const rows = static_cast<double>(rows_shape(shape).numel());
   double const max_rstd = [&] {
@@ -112,26 +129,6 @@ void ln_compare(Shape const& shape, Rng& rng, float offset = 0.f, float spread =
 }
 
 // --- softmax ----------------------------------------------------------------------------------------
-
-/// A mask of the given shape: each entry -inf with probability p_inf, else uniform in [-lo, lo].
-Tensor<Reference> random_mask(Shape const& shape, Rng& rng, float p_inf, float lo = 2.f) {
-  std::vector<float> h(static_cast<std::size_t>(shape.numel()));
-  for (auto& v : h) v = rng.uniform() < p_inf ? -kInf : rng.uniform(-lo, lo);
-  return Tensor<Reference>(shape, std::span<float const>(h));
-}
-
-/// Every shape that broadcasts to x numpy-style: ranks 1..rank(x), each aligned dim x's or 1.
-std::vector<Shape> mask_patterns(Shape const& x) {
-  std::vector<Shape> out;
-  for (int k = 1; k <= x.rank(); ++k) {
-    for (unsigned bits = 0; bits < (1u << k); ++bits) {
-      std::vector<std::int64_t> d;
-      for (int i = 0; i < k; ++i) d.push_back((bits >> i & 1u) ? 1 : x[x.rank() - k + i]);
-      out.push_back(Shape::from(d.begin(), d.end()));
-    }
-  }
-  return out;
-}
 
 /// Softmax forward of x with the mask (the same view of the same values on each side; empty = no
 /// mask) on both backends, then backward of a random dy from the reference's y on both.
@@ -164,28 +161,6 @@ void sm_compare(Tensor<Reference> const& x, Tensor<Reference> const* mask, float
 }
 
 // --- cross-entropy ----------------------------------------------------------------------------------
-
-template <class B>
-Tensor<B, std::int32_t> make_targets(std::vector<std::int32_t> const& t) {
-  return Tensor<B, std::int32_t>(Shape{static_cast<std::int64_t>(t.size())}, std::span<std::int32_t const>(t));
-}
-
-/// N targets in [0, V); every fourth row (starting at row 1) is padding.
-std::vector<std::int32_t> random_targets(std::int64_t N, std::int64_t V, Rng& rng, std::int32_t pad) {
-  std::vector<std::int32_t> t(static_cast<std::size_t>(N));
-  for (auto& v : t) v = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(V)));
-  for (std::size_t n = 1; n < t.size(); n += 4) t[n] = pad;
-  return t;
-}
-
-template <class B>
-struct XentForward {
-  Tensor<B> loss, nll, lse;
-  explicit XentForward(std::int64_t N) : loss(Shape{N}), nll(Shape{N}), lse(Shape{N}) {}
-  void run(CView<B> logits, ops::IView<B> targets, float eps, std::int32_t pad) {
-    ops::cross_entropy_forward(B{}, loss, nll, lse, logits, targets, eps, pad);
-  }
-};
 
 /// Forward (loss, nll, lse) and backward (from each backend's own lse, or from the reference's when
 /// `shared_lse`) on both backends.
@@ -282,23 +257,15 @@ LNF_GPU_TEST_CASE("gpu layer_norm: in place (y = x, dx = dy, dx = x) gives the o
     check_gpu_same(mean_i, mean, what + ": forward y = x, mean");
     check_gpu_same(rstd_i, rstd, what + ": forward y = x, rstd");
 
-    Tensor<Gpu> dx(shape);
-    auto dgamma = g.dgamma0.clone();
-    auto dbeta = g.dbeta0.clone();
-    ops::layer_norm_backward(Gpu{}, dx, dgamma, dbeta, g.dy, g.x, mean, rstd, g.gamma);
+    auto const [dx, dgamma, dbeta] = ln_backward(g, mean, rstd);
 
-    auto dxi = g.dy.clone();  // dx = dy
-    auto dgamma_i = g.dgamma0.clone();
-    auto dbeta_i = g.dbeta0.clone();
-    ops::layer_norm_backward(Gpu{}, dxi, dgamma_i, dbeta_i, dxi, g.x, mean, rstd, g.gamma);
+    auto const [dxi, dgamma_i, dbeta_i] = ln_backward(g, mean, rstd, InPlace::over_dy);
     check_gpu_same(dxi, dx, what + ": backward dx = dy");
     check_gpu_same(dgamma_i, dgamma, what + ": backward dx = dy, dgamma");
     check_gpu_same(dbeta_i, dbeta, what + ": backward dx = dy, dbeta");
 
-    auto dxx = g.x.clone();  // dx = x: dgamma must still see the original x
-    auto dgamma_x = g.dgamma0.clone();
-    auto dbeta_x = g.dbeta0.clone();
-    ops::layer_norm_backward(Gpu{}, dxx, dgamma_x, dbeta_x, g.dy, dxx, mean, rstd, g.gamma);
+    // dx = x: dgamma must still see the original x.
+    auto const [dxx, dgamma_x, dbeta_x] = ln_backward(g, mean, rstd, InPlace::over_x);
     check_gpu_same(dxx, dx, what + ": backward dx = x");
     check_gpu_same(dgamma_x, dgamma, what + ": backward dx = x, dgamma");
     check_gpu_same(dbeta_x, dbeta, what + ": backward dx = x, dbeta");
@@ -337,10 +304,7 @@ LNF_GPU_TEST_CASE("gpu layer_norm: dgamma/dbeta accumulate deterministically, dx
   auto const rmean = to_gpu(r.mean);
   auto const rrstd = to_gpu(r.rstd);
   // All three gradients, twice: dx is assigned (the same both times), dgamma/dbeta accumulate.
-  Tensor<Gpu> dx(shape);
-  auto dgamma = g.dgamma0.clone();
-  auto dbeta = g.dbeta0.clone();
-  ops::layer_norm_backward(Gpu{}, dx, dgamma, dbeta, g.dy, g.x, rmean, rrstd, g.gamma);
+  auto [dx, dgamma, dbeta] = ln_backward(g, rmean, rrstd);
   check_gpu_close(dx, r.dx, 1e-4, 1e-5, "dx");
   check_gpu_close(dgamma, r.dgamma, 1e-4, 1e-5 * std::sqrt(rows) + 1e-5, "dgamma");
   check_gpu_close(dbeta, r.dbeta, 1e-4, 1e-5 * std::sqrt(rows) + 1e-5, "dbeta");
@@ -400,14 +364,12 @@ LNF_GPU_TEST_CASE("gpu layer_norm: shape errors are the contract's") {
 
 LNF_GPU_TEST_CASE("gpu softmax: agrees with the reference for ranks 1-4 and every mask broadcast pattern") {
   Rng rng(201);
-  std::vector<Shape> const shapes{Shape{17},          Shape{1, 33},      Shape{5, 3},       Shape{3, 4, 17},
-                                  Shape{2, 3, 5, 17}, Shape{2, 3, 4, 1}, Shape{2, 1, 3, 33}};
-  for (Shape const& shape : shapes) {
+  for (Shape const& shape : test::kSoftmaxShapes) {
     auto const x = random_tensor<Reference>(shape, rng, -3.f, 3.f);
     sm_compare(x, nullptr, 1.f, "x " + shape.str() + " no mask", rng);
     for (Shape const& ms : mask_patterns(shape)) {
       for (float p_inf : {0.f, 0.3f, 1.f}) {  // 1: every row fully masked
-        auto const mask = random_mask(ms, rng, p_inf);
+        auto const mask = random_mask<Reference>(ms, rng, p_inf);
         sm_compare(x, &mask, 0.7f, fmt::format("x {} mask {} p_inf {}", shape, ms, p_inf), rng);
       }
     }
@@ -420,35 +382,29 @@ LNF_GPU_TEST_CASE("gpu softmax: long rows, many rows and attention-sized tensors
     auto const x = random_tensor<Reference>(Shape{1, n}, rng, -5.f, 5.f);  // one row
     sm_compare(x, nullptr, 1.f, fmt::format("one row of {}", n), rng);
     auto const x2 = random_tensor<Reference>(Shape{6, n}, rng, -5.f, 5.f);
-    auto const m2 = random_mask(Shape{n}, rng, 0.2f);
+    auto const m2 = random_mask<Reference>(Shape{n}, rng, 0.2f);
     sm_compare(x2, &m2, 0.125f, fmt::format("[6, {}] mask [{}]", n, n), rng);
-    auto const m3 = random_mask(Shape{6, 1}, rng, 0.3f);
+    auto const m3 = random_mask<Reference>(Shape{6, 1}, rng, 0.3f);
     sm_compare(x2, &m3, 0.125f, fmt::format("[6, {}] mask [6, 1]", n), rng);
   }
   // More rows than row blocks (grid-stride), with a per-column and a per-row mask.
   auto const xr = random_tensor<Reference>(Shape{70001, 5}, rng, -3.f, 3.f);
-  auto const mc = random_mask(Shape{5}, rng, 0.2f);
+  auto const mc = random_mask<Reference>(Shape{5}, rng, 0.2f);
   sm_compare(xr, &mc, 1.f, "[70001, 5] mask [5]", rng);
-  auto const mr = random_mask(Shape{70001, 1}, rng, 0.2f);
+  auto const mr = random_mask<Reference>(Shape{70001, 1}, rng, 0.2f);
   sm_compare(xr, &mr, 1.f, "[70001, 5] mask [70001, 1]", rng);
 
   // Attention scores [B, H, Tq, Tk]: causal, key padding (batch 1 fully padded), full masks.
   std::int64_t const B = 2, H = 4, T = 64;
   auto const x = random_tensor<Reference>(Shape{B, H, T, T}, rng, -8.f, 8.f);
-  std::vector<float> causal(static_cast<std::size_t>(T * T));
-  for (std::int64_t q = 0; q < T; ++q)
-    for (std::int64_t k = 0; k < T; ++k) causal[static_cast<std::size_t>(q * T + k)] = k > q ? -kInf : 0.f;
-  Tensor<Reference> const causal_mask(Shape{T, T}, std::span<float const>(causal));
+  auto const causal_mask = test::causal_mask<Reference>(T);
   sm_compare(x, &causal_mask, 0.125f, "causal [T, T]", rng);
-  std::vector<float> pad(static_cast<std::size_t>(B * T), 0.f);
-  for (std::int64_t k = 40; k < T; ++k) pad[static_cast<std::size_t>(k)] = -kInf;  // batch 0 has 40 keys
-  for (std::int64_t k = 0; k < T; ++k) pad[static_cast<std::size_t>(T + k)] = -kInf;  // batch 1 none
-  Tensor<Reference> const pad_mask(Shape{B, 1, 1, T}, std::span<float const>(pad));
+  auto const pad_mask = test::key_padding_mask<Reference>({40, 0}, T);  // batch 0 has 40 keys, batch 1 none
   sm_compare(x, &pad_mask, 0.125f, "key padding [B, 1, 1, T]", rng);
-  auto const full_mask = random_mask(Shape{B, H, T, T}, rng, 0.5f);
+  auto const full_mask = random_mask<Reference>(Shape{B, H, T, T}, rng, 0.5f);
   sm_compare(x, &full_mask, 0.125f, "full random mask", rng);
   for (Shape const ms : {Shape{H, 1, T}, Shape{B, H, T, 1}, Shape{B, 1, T, T}, Shape{1, H, 1, T}}) {
-    auto const m = random_mask(ms, rng, 0.3f);
+    auto const m = random_mask<Reference>(ms, rng, 0.3f);
     sm_compare(x, &m, 0.125f, "mask " + ms.str(), rng);
   }
 }
@@ -457,21 +413,21 @@ LNF_GPU_TEST_CASE("gpu softmax: strided masks (expanded stride-0 dims, a window 
   Rng rng(203);
   // [3, 5] mask expanded to [2, 3, 5] with stride 0 over the batch.
   auto const x = random_tensor<Reference>(Shape{2, 3, 5}, rng);
-  auto const m = random_mask(Shape{3, 5}, rng, 0.3f);
+  auto const m = random_mask<Reference>(Shape{3, 5}, rng, 0.3f);
   auto const gm = to_gpu(m);
   CView<Reference> const rexp(m.data(), Shape{2, 3, 5}, Strides{0, 5, 1});
   CView<Gpu> const gexp(gm.data(), Shape{2, 3, 5}, Strides{0, 5, 1});
   sm_compare(x, rexp, gexp, 1.f, "expanded mask", rng);
 
   // The [Tq, Tk] = [7, 9] mask is columns 2..10 of a [7, 20] tensor (row stride 20).
-  auto const big = random_mask(Shape{7, 20}, rng, 0.3f);
+  auto const big = random_mask<Reference>(Shape{7, 20}, rng, 0.3f);
   auto const gbig = to_gpu(big);
   CView<Reference> const rwin(big.data() + 2, Shape{7, 9}, Strides{20, 1});
   CView<Gpu> const gwin(gbig.data() + 2, Shape{7, 9}, Strides{20, 1});
   auto const x4 = random_tensor<Reference>(Shape{2, 3, 7, 9}, rng);
   sm_compare(x4, rwin, gwin, 0.5f, "windowed mask [7, 9] of [7, 20]", rng);
   // [B, 1, 1, Tk] key padding taken as column 0 of a [B, 4, 1, Tk]-like buffer (dim-0 stride 4 * Tk).
-  auto const kbuf = random_mask(Shape{2, 4, 1, 9}, rng, 0.3f);
+  auto const kbuf = random_mask<Reference>(Shape{2, 4, 1, 9}, rng, 0.3f);
   auto const gkbuf = to_gpu(kbuf);
   CView<Reference> const rk(kbuf.data(), Shape{2, 1, 1, 9}, Strides{36, 9, 9, 1});
   CView<Gpu> const gk(gkbuf.data(), Shape{2, 1, 1, 9}, Strides{36, 9, 9, 1});
@@ -483,10 +439,7 @@ LNF_GPU_TEST_CASE("gpu softmax: fully masked rows give zeros and zero gradient; 
   std::int64_t const Tq = 4, Tk = 37;
   auto const x = random_tensor<Reference>(Shape{2, Tq, Tk}, rng, -3.f, 3.f);
   // Batch 0, query row 1: every key masked; batch 1: key 4 masked in every row.
-  std::vector<float> m(static_cast<std::size_t>(2 * Tq * Tk), 0.f);
-  for (std::int64_t k = 0; k < Tk; ++k) m[static_cast<std::size_t>(1 * Tk + k)] = -kInf;
-  for (std::int64_t q = 0; q < Tq; ++q) m[static_cast<std::size_t>(Tq * Tk + q * Tk + 4)] = -kInf;
-  Tensor<Reference> const mask(Shape{2, Tq, Tk}, std::span<float const>(m));
+  auto const mask = test::masked_rows_mask<Reference>(Tq, Tk);
   sm_compare(x, &mask, 1.f, "fully masked row", rng);
 
   auto const gmask = to_gpu(mask);
@@ -506,23 +459,19 @@ LNF_GPU_TEST_CASE("gpu softmax: fully masked rows give zeros and zero gradient; 
   // A mask whose last dim is 1: -inf masks the whole row (a row longer than a block, too).
   for (std::int64_t n : {Tk, std::int64_t{1500}}) {
     auto const xn = random_tensor<Reference>(Shape{2, Tq, n}, rng, -3.f, 3.f);
-    std::vector<float> const rm{0.f, -kInf, 3.f, 0.f};
-    Tensor<Reference> const rowmask(Shape{Tq, 1}, std::span<float const>(rm));
+    auto const rowmask = test::row_mask<Reference>();  // [Tq, 1]
     sm_compare(xn, &rowmask, 1.f, fmt::format("row mask [{}, 1], rows of {}", Tq, n), rng);
   }
 }
 
 LNF_GPU_TEST_CASE("gpu softmax: logits of magnitude 1e4 stay finite and match the reference") {
   Rng rng(205);
-  std::vector<float> const pool{1e4f, -1e4f, 9999.f, 9999.5f, -9999.f, 0.f, 5000.f, 1e4f - 3.f};
   for (Shape const shape : {Shape{8}, Shape{7, 33}, Shape{2, 3, 4, 257}, Shape{3, 2000}}) {
-    std::vector<float> h(static_cast<std::size_t>(shape.numel()));
-    for (auto& v : h) v = pool[rng.below(static_cast<std::uint32_t>(pool.size()))];
-    Tensor<Reference> const x(shape, std::span<float const>(h));
+    auto const x = test::huge_logits<Reference>(shape, rng);
     for (float scale : {1.f, 0.125f, -1.f}) {  // powers of two: scale * x is exact in float
       std::string const what = fmt::format("huge logits {} scale {}", shape, scale);
       sm_compare(x, nullptr, scale, what, rng);
-      auto const m = random_mask(Shape{shape[-1]}, rng, 0.3f, 0.f);
+      auto const m = random_mask<Reference>(Shape{shape[-1]}, rng, 0.3f, 0.f);
       sm_compare(x, &m, scale, what + " with mask", rng);
     }
   }
@@ -533,7 +482,7 @@ LNF_GPU_TEST_CASE("gpu softmax: in place (y = x, dx = dy, dx = y) and assign sem
   for (Shape const shape : {Shape{4, 2, 40, 60}, Shape{3, 1500}}) {
     std::string const what = fmt::format("x {}", shape);
     auto const x = to_gpu(random_tensor<Reference>(shape, rng, -4.f, 4.f));
-    auto const mask = to_gpu(random_mask(Shape{shape[-2], shape[-1]}, rng, 0.2f));
+    auto const mask = random_mask<Gpu>(Shape{shape[-2], shape[-1]}, rng, 0.2f);
     Tensor<Gpu> y(shape);
     ops::softmax_forward(Gpu{}, y, x, mask, 0.3f);
     auto yi = x.clone();
@@ -589,11 +538,7 @@ LNF_GPU_TEST_CASE("gpu cross_entropy: logits of magnitude 1e4 stay finite and ag
   std::int64_t const N = 17, V = 1000;
   for (float eps : {0.f, 0.1f}) {
     for (int kind = 0; kind < 3; ++kind) {
-      // kind 0: spread over [-1e4, 1e4]; kind 1: all near +1e4 (close rivals); kind 2: all near -1e4.
-      auto logits = kind == 0 ? random_tensor<Reference>(Shape{N, V}, rng, -1e4f, 1e4f)
-                              : random_tensor<Reference>(Shape{N, V}, rng, -3.f, 3.f);
-      if (kind != 0)
-        for (std::int64_t i = 0; i < logits.numel(); ++i) logits.data()[i] += kind == 1 ? 1e4f : -1e4f;
+      auto const logits = test::logits_near_1e4<Reference>(N, V, kind, rng);
       // Both backwards from the reference's lse (an ulp of lse at 1e4 is 1e-3, which moves p by 0.1%).
       xent_compare(logits, random_targets(N, V, rng, 2), eps, 2, fmt::format("1e4 logits kind {} eps {}", kind, eps),
                    rng, /*shared_lse=*/true);

@@ -4,6 +4,7 @@
 #include <lnformer/backend/reference/cross_entropy.hpp>
 #include <lnformer/backend/reference/reference.hpp>
 
+#include "ops/fixtures_cross_entropy.hpp"
 #include "support.hpp"
 
 #include <doctest/doctest.h>
@@ -15,32 +16,6 @@
 
 using namespace lnformer;
 using namespace lnformer::test;
-
-namespace {
-
-template <class B>
-Tensor<B, std::int32_t> make_targets(std::vector<std::int32_t> const& t) {
-  return Tensor<B, std::int32_t>({static_cast<std::int64_t>(t.size())}, std::span<std::int32_t const>(t));
-}
-
-/// N targets in [0, V); every fourth row (starting at row 1) is padding when pad is given.
-std::vector<std::int32_t> random_targets(std::int64_t N, std::int64_t V, Rng& rng, std::int32_t pad) {
-  std::vector<std::int32_t> t(static_cast<std::size_t>(N));
-  for (auto& v : t) v = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(V)));
-  for (std::size_t n = 1; n < t.size(); n += 4) t[n] = pad;
-  return t;
-}
-
-template <class B>
-struct Forward {
-  Tensor<B> loss, nll, lse;
-  explicit Forward(std::int64_t N) : loss({N}), nll({N}), lse({N}) {}
-  void run(CView<B> logits, ops::IView<B> targets, float eps, std::int32_t pad) {
-    ops::cross_entropy_forward(B{}, loss, nll, lse, logits, targets, eps, pad);
-  }
-};
-
-}  // namespace
 
 TEST_CASE_TEMPLATE("cross_entropy: a V = 3 case computed by hand", B, Cpu, Reference) {
   // Rows: logits [1, 2, 3] with target 0; the same logits with target 2; a padding row (target 7 =
@@ -56,7 +31,7 @@ TEST_CASE_TEMPLATE("cross_entropy: a V = 3 case computed by hand", B, Cpu, Refer
   std::vector<float> const x{1, 2, 3, 1, 2, 3, 1, 2, 3};
   Tensor<B> const logits({3, 3}, std::span<float const>(x));
   auto const targets = make_targets<B>({0, 2, 7});
-  Forward<B> f(3);
+  XentForward<B> f(3);
   f.run(logits, targets, 0.1f, 7);
   CHECK(f.lse(0) == doctest::Approx(3.40760596444438).epsilon(1e-6));
   CHECK(f.lse(2) == doctest::Approx(3.40760596444438).epsilon(1e-6));  // written for padding rows too
@@ -96,14 +71,14 @@ TEST_CASE("cross_entropy: Cpu agrees with Reference (forward and backward, paddi
           auto const logits = random_tensor<Reference>({N, V}, rng, -range, range);
           auto const targets = make_targets<Reference>(random_targets(N, V, rng, pad));
           auto const dloss = random_tensor<Reference>({N}, rng, 0.5f, 2.f);
-          Forward<Reference> ref(N);
+          XentForward<Reference> ref(N);
           ref.run(logits, targets, eps, pad);
           Tensor<Reference> dref({N, V});
           ops::cross_entropy_backward(Reference{}, dref, dloss, logits, ref.lse, targets, eps, pad);
 
           auto const logits_c = to_backend<Cpu>(logits);
           auto const targets_c = to_backend<Cpu>(targets);
-          Forward<Cpu> cpu(N);
+          XentForward<Cpu> cpu(N);
           cpu.run(logits_c, targets_c, eps, pad);
           check_close(cpu.lse, ref.lse, 1e-6, 1e-6, "lse");
           check_close(cpu.nll, ref.nll, 1e-5, 1e-5, "nll");
@@ -127,7 +102,7 @@ TEST_CASE_TEMPLATE(
   auto const targets = make_targets<B>(random_targets(N, V, rng, 3));
   std::vector<float> const ones(static_cast<std::size_t>(N), 1.f);
   Tensor<B> const dloss({N}, std::span<float const>(ones));
-  Forward<B> f(N);
+  XentForward<B> f(N);
   f.run(logits, targets, 0.1f, 3);
   Tensor<B> dlogits({N, V});
   ops::cross_entropy_backward(B{}, dlogits, dloss, logits, f.lse, targets, 0.1f, 3);
@@ -158,7 +133,7 @@ TEST_CASE("cross_entropy: finite-difference gradient wrt logits (eps 0 and 0.1, 
       auto logits = random_tensor<Cpu>({N, V}, rng, -3.f, 3.f);
       auto const targets = make_targets<Cpu>(random_targets(N, V, rng, pad));
       auto const w = random_tensor<Cpu>({N}, rng, -2.f, 2.f);  // upstream gradient, dloss = w
-      Forward<Cpu> f(N);
+      XentForward<Cpu> f(N);
       auto loss = [&] {
         f.run(logits, targets, eps, pad);
         return weighted_sum<Cpu>(f.loss.cview(), w.cview());
@@ -178,16 +153,12 @@ TEST_CASE("cross_entropy: logits of magnitude 1e4 stay finite and agree with Ref
     for (int kind = 0; kind < 3; ++kind) {
       CAPTURE(eps);
       CAPTURE(kind);
-      // kind 0: spread over [-1e4, 1e4]; kind 1: all near +1e4 (close rivals); kind 2: all near -1e4.
-      auto logits = kind == 0 ? random_tensor<Reference>({N, V}, rng, -1e4f, 1e4f)
-                              : random_tensor<Reference>({N, V}, rng, -3.f, 3.f);
-      if (kind != 0)
-        for (std::int64_t i = 0; i < logits.numel(); ++i) logits.data()[i] += kind == 1 ? 1e4f : -1e4f;
+      auto const logits = logits_near_1e4<Reference>(N, V, kind, rng);
       auto const targets = make_targets<Reference>(random_targets(N, V, rng, 2));
       auto const dloss = random_tensor<Reference>({N}, rng, 0.5f, 2.f);
-      Forward<Reference> ref(N);
+      XentForward<Reference> ref(N);
       ref.run(logits, targets, eps, 2);
-      Forward<Cpu> cpu(N);
+      XentForward<Cpu> cpu(N);
       auto const logits_c = to_backend<Cpu>(logits);
       auto const targets_c = to_backend<Cpu>(targets);
       cpu.run(logits_c, targets_c, eps, 2);
@@ -214,7 +185,7 @@ TEST_CASE_TEMPLATE("cross_entropy: backward assigns, may run in place; nll is op
   auto const logits = random_tensor<B>({N, V}, rng, -5.f, 5.f);
   auto const targets = make_targets<B>(random_targets(N, V, rng, 4));
   auto const dloss = random_tensor<B>({N}, rng);
-  Forward<B> f(N);
+  XentForward<B> f(N);
   f.run(logits, targets, 0.1f, 4);
 
   Tensor<B> once({N, V});
@@ -243,7 +214,7 @@ TEST_CASE_TEMPLATE("cross_entropy: a NaN logit poisons its row, not the others",
   std::vector<float> const ones(3, 1.f);
   Tensor<B> const dloss({N}, std::span<float const>(ones));
   for (float eps : {0.f, 0.1f}) {
-    Forward<B> f(N);
+    XentForward<B> f(N);
     f.run(logits, targets, eps, -1);
     CHECK(std::isnan(f.lse(1)));
     CHECK(std::isnan(f.loss(1)));
@@ -262,7 +233,7 @@ TEST_CASE_TEMPLATE("cross_entropy: bad eps and targets are ValueErrors; nothing 
                    Reference) {
   auto const logits = Tensor<B>({3, 4});
   auto const good = make_targets<B>({0, 3, 1});
-  Forward<B> f(3);
+  XentForward<B> f(3);
   f.loss.data()[0] = 42.f;
   for (float eps : {1.f, -0.1f, 1.5f, std::numeric_limits<float>::quiet_NaN()})
     CHECK_THROWS_WITH_AS(f.run(logits, good, eps, -1), doctest::Contains("must be in [0, 1)"), ValueError);
@@ -303,7 +274,7 @@ TEST_CASE_TEMPLATE("cross_entropy: bad eps and targets are ValueErrors; nothing 
 TEST_CASE_TEMPLATE("cross_entropy: shape errors name the shapes", B, Cpu, Reference) {
   auto const logits = Tensor<B>({3, 5});
   auto const targets = make_targets<B>({0, 1, 2});
-  Forward<B> f(3);
+  XentForward<B> f(3);
   auto const short_targets = make_targets<B>({0, 1, 2, 3});
   CHECK_THROWS_WITH_AS(
       f.run(logits, short_targets, 0.f, -1),
@@ -339,7 +310,7 @@ TEST_CASE_TEMPLATE("cross_entropy: shape errors name the shapes", B, Cpu, Refere
   // N = 0 is a valid (empty) batch.
   auto const none = Tensor<B>({0, 5});
   auto const no_targets = make_targets<B>({});
-  Forward<B> empty(0);
+  XentForward<B> empty(0);
   CHECK_NOTHROW(empty.run(none, no_targets, 0.1f, -1));
 }
 

@@ -3,6 +3,7 @@
 #include <lnformer/backend/cpu/dropout.hpp>
 #include <lnformer/backend/reference/dropout.hpp>
 
+#include "ops/fixtures_elementwise.hpp"
 #include "support.hpp"
 
 #include <doctest/doctest.h>
@@ -20,25 +21,6 @@ namespace {
 std::vector<Shape> const kShapes = {Shape{1},    Shape{3},     Shape{17},   Shape{33},      Shape{257},
                                     Shape{4099}, Shape{5, 17}, Shape{2, 3}, Shape{301, 257}};
 
-// Offsets that start a tensor at every Philox lane, and keys whose counter uses its high words.
-std::vector<RngKey> const kKeys = {
-    {1, 0, 0},
-    {1, 0, 1},
-    {1, 0, 2},
-    {1, 0, 3},
-    {7, 3, 4101},
-    {0x123456789abcdefull, 0xfedcba9876543210ull, (std::uint64_t{1} << 34) - 5},  // block index crosses 2^32
-};
-
-// Nonzero values so that a zero output always means "dropped".
-template <class B>
-Tensor<B> nonzero_tensor(Shape s, Rng& rng) {
-  auto t = random_tensor<B>(s, rng, 0.5f, 1.5f);
-  for (std::int64_t i = 0; i < t.numel(); ++i)
-    if (i % 2 == 1) t.data()[i] = -t.data()[i];
-  return t;
-}
-
 std::vector<bool> dropped(Tensor<Cpu> const& y) {
   std::vector<bool> m(static_cast<std::size_t>(y.numel()));
   for (std::int64_t i = 0; i < y.numel(); ++i) m[static_cast<std::size_t>(i)] = y.data()[i] == 0.f;
@@ -49,38 +31,31 @@ std::vector<bool> dropped(Tensor<Cpu> const& y) {
 
 TEST_CASE("dropout: Cpu equals Reference and the definition key.uniform(i) < p, for every lane offset") {
   Rng rng(21);
-  for (float p : {0.1f, 0.5f, 0.9f}) {
-    for (auto const& key : kKeys) {
-      for (auto const& s : kShapes) {
-        CAPTURE(p);
-        CAPTURE(key.offset);
-        CAPTURE(s.str());
-        auto const x = nonzero_tensor<Cpu>(s, rng);
-        auto const xr = to_backend<Reference>(x);
-        Tensor<Cpu> y(s);
-        Tensor<Reference> yr(s);
-        ops::dropout_forward(Cpu{}, y, x, p, key);
-        ops::dropout_forward(Reference{}, yr, xr, p, key);
-        check_close(y, yr, 1e-6, 0, "y");
-        std::int64_t wrong = 0;
-        for (std::int64_t i = 0; i < x.numel(); ++i) {
-          bool const drop = key.uniform(static_cast<std::uint64_t>(i)) < p;
-          wrong += (y.data()[i] == 0.f) != drop;
-          wrong += (yr.data()[i] == 0.f) != drop;
-        }
-        CHECK(wrong == 0);
-
-        auto const dy = nonzero_tensor<Cpu>(s, rng);
-        auto const dyr = to_backend<Reference>(dy);
-        Tensor<Cpu> dx(s);
-        Tensor<Reference> dxr(s);
-        ops::dropout_backward(Cpu{}, dx, dy, p, key);
-        ops::dropout_backward(Reference{}, dxr, dyr, p, key);
-        check_close(dx, dxr, 1e-6, 0, "dx");
-        CHECK(dropped(dx) == dropped(y));  // the backward regenerates the forward's mask
-      }
+  for_each_dropout_case({0.1f, 0.5f, 0.9f}, kShapes, [&](float p, RngKey const& key, Shape const& s) {
+    auto const x = nonzero_tensor<Cpu>(s, rng);
+    auto const xr = to_backend<Reference>(x);
+    Tensor<Cpu> y(s);
+    Tensor<Reference> yr(s);
+    ops::dropout_forward(Cpu{}, y, x, p, key);
+    ops::dropout_forward(Reference{}, yr, xr, p, key);
+    check_close(y, yr, 1e-6, 0, "y");
+    std::int64_t wrong = 0;
+    for (std::int64_t i = 0; i < x.numel(); ++i) {
+      bool const drop = key.uniform(static_cast<std::uint64_t>(i)) < p;
+      wrong += (y.data()[i] == 0.f) != drop;
+      wrong += (yr.data()[i] == 0.f) != drop;
     }
-  }
+    CHECK(wrong == 0);
+
+    auto const dy = nonzero_tensor<Cpu>(s, rng);
+    auto const dyr = to_backend<Reference>(dy);
+    Tensor<Cpu> dx(s);
+    Tensor<Reference> dxr(s);
+    ops::dropout_backward(Cpu{}, dx, dy, p, key);
+    ops::dropout_backward(Reference{}, dxr, dyr, p, key);
+    check_close(dx, dxr, 1e-6, 0, "dx");
+    CHECK(dropped(dx) == dropped(y));  // the backward regenerates the forward's mask
+  });
 }
 
 TEST_CASE("dropout: kept values are x / (1 - p); p = 0 copies") {

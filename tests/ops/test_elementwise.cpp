@@ -3,11 +3,11 @@
 #include <lnformer/backend/cpu/elementwise.hpp>
 #include <lnformer/backend/reference/elementwise.hpp>
 
+#include "ops/fixtures_elementwise.hpp"
 #include "support.hpp"
 
 #include <doctest/doctest.h>
 
-#include <array>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -17,39 +17,9 @@
 using namespace lnformer;
 using namespace lnformer::test;
 
-namespace {
-
-std::vector<Shape> const kShapes = {Shape{1},    Shape{3},     Shape{17},    Shape{33},      Shape{257},
-                                    Shape{4099}, Shape{1, 17}, Shape{5, 33}, Shape{2, 3, 7}, Shape{301, 257}};
-
-enum class Gate { none, per_feature, scalar };
-constexpr std::array kGates = {Gate::none, Gate::per_feature, Gate::scalar};
-std::string gate_name(Gate g) {
-  return g == Gate::none ? "w absent" : g == Gate::per_feature ? "w [d]" : "w [1]";
-}
-
-// The residual gate w for x of shape s: absent, [d] or [1] (an empty tensor is "absent").
-template <class B>
-Tensor<B> make_gate(Gate g, Shape const& s, Rng& rng) {
-  if (g == Gate::none) return Tensor<B>();
-  return random_tensor<B>(g == Gate::per_feature ? Shape{s[-1]} : Shape{1}, rng, 0.5f, 2.f);
-}
-
-// A default-constructed Tensor (shape [], no data) is "absent": keep it absent across backends.
-template <class To, class From>
-Tensor<To> gate_to(Tensor<From> const& w) {
-  return w.data() == nullptr ? Tensor<To>() : to_backend<To>(w);
-}
-template <class B>
-Tensor<B> zeros_like_gate(Tensor<B> const& w) {
-  return w.data() == nullptr ? Tensor<B>() : Tensor<B>(w.shape());
-}
-
-}  // namespace
-
 TEST_CASE("add, scale, axpy, fill: Cpu agrees with Reference, in place too") {
   Rng rng(31);
-  for (auto const& s : kShapes) {
+  for (auto const& s : kElementwiseShapes) {
     CAPTURE(s.str());
     auto const a = random_tensor<Cpu>(s, rng);
     auto const b = random_tensor<Cpu>(s, rng);
@@ -94,40 +64,28 @@ TEST_CASE("add, scale, axpy, fill: Cpu agrees with Reference, in place too") {
 
 TEST_CASE("scale_add: Cpu agrees with Reference for every gate shape and alpha, in place too") {
   Rng rng(32);
-  for (auto g : kGates) {
-    for (float alpha : {1.f, 0.7f, -2.f}) {
-      for (auto const& s : kShapes) {
-        CAPTURE(gate_name(g));
-        CAPTURE(alpha);
-        CAPTURE(s.str());
-        auto const x = random_tensor<Cpu>(s, rng);
-        auto const f = random_tensor<Cpu>(s, rng);
-        auto const w = make_gate<Cpu>(g, s, rng);
-        auto const xr = to_backend<Reference>(x);
-        auto const fr = to_backend<Reference>(f);
-        auto const wr = gate_to<Reference>(w);
-        Tensor<Cpu> y(s);
-        Tensor<Reference> yr(s);
-        ops::scale_add(Cpu{}, y, x, w, alpha, f);
-        ops::scale_add(Reference{}, yr, xr, wr, alpha, fr);
-        check_close(y, yr, 1e-6, 1e-6, "y");
-        // Spot check the definition y = alpha * x ⊙ w + f on the last element.
-        std::int64_t const last = s.numel() - 1;
-        float const wl = g == Gate::none ? 1.f : g == Gate::scalar ? w.data()[0] : w.data()[s[-1] - 1];
-        CHECK(y.data()[last] == doctest::Approx(alpha * x.data()[last] * wl + f.data()[last]).epsilon(1e-5));
+  for_each_gate_case({1.f, 0.7f, -2.f}, kElementwiseShapes, [&](Gate g, float alpha, Shape const& s) {
+    auto const [x, f, w, xr, fr, wr] = gated_operands<Cpu, Reference>(g, s, rng);
+    Tensor<Cpu> y(s);
+    Tensor<Reference> yr(s);
+    ops::scale_add(Cpu{}, y, x, w, alpha, f);
+    ops::scale_add(Reference{}, yr, xr, wr, alpha, fr);
+    check_close(y, yr, 1e-6, 1e-6, "y");
+    // Spot check the definition y = alpha * x ⊙ w + f on the last element.
+    std::int64_t const last = s.numel() - 1;
+    float const wl = g == Gate::none ? 1.f : g == Gate::scalar ? w.data()[0] : w.data()[s[-1] - 1];
+    CHECK(y.data()[last] == doctest::Approx(alpha * x.data()[last] * wl + f.data()[last]).epsilon(1e-5));
 
-        auto yx = x.clone();
-        ops::scale_add(Cpu{}, yx, yx, w, alpha, f);  // y aliases x
-        check_close(yx, yr, 1e-6, 1e-6, "y aliasing x");
-        auto yf = f.clone();
-        ops::scale_add(Cpu{}, yf, x, w, alpha, yf);  // y aliases f
-        check_close(yf, yr, 1e-6, 1e-6, "y aliasing f");
-        auto yfr = fr.clone();
-        ops::scale_add(Reference{}, yfr, xr, wr, alpha, yfr);
-        check_close(yfr, yr, 1e-6, 1e-6, "reference y aliasing f");
-      }
-    }
-  }
+    auto yx = x.clone();
+    ops::scale_add(Cpu{}, yx, yx, w, alpha, f);  // y aliases x
+    check_close(yx, yr, 1e-6, 1e-6, "y aliasing x");
+    auto yf = f.clone();
+    ops::scale_add(Cpu{}, yf, x, w, alpha, yf);  // y aliases f
+    check_close(yf, yr, 1e-6, 1e-6, "y aliasing f");
+    auto yfr = fr.clone();
+    ops::scale_add(Reference{}, yfr, xr, wr, alpha, yfr);
+    check_close(yfr, yr, 1e-6, 1e-6, "reference y aliasing f");
+  });
 }
 
 TEST_CASE("scale_add expresses the residual connections") {
@@ -163,100 +121,82 @@ Tensor<Reference> dw_only_r_of(Tensor<Reference> const& dy, Tensor<Reference> co
 
 TEST_CASE("scale_add_backward: Cpu agrees with Reference; dx assigns, dw accumulates; either may be absent") {
   Rng rng(34);
-  for (auto g : kGates) {
-    for (float alpha : {1.f, -0.6f}) {
-      for (auto const& s : kShapes) {
-        CAPTURE(gate_name(g));
-        CAPTURE(alpha);
-        CAPTURE(s.str());
-        auto const x = random_tensor<Cpu>(s, rng);
-        auto const dy = random_tensor<Cpu>(s, rng);
-        auto const w = make_gate<Cpu>(g, s, rng);
-        auto const xr = to_backend<Reference>(x);
-        auto const dyr = to_backend<Reference>(dy);
-        auto const wr = gate_to<Reference>(w);
-        Tensor<Cpu> dx(s);
-        Tensor<Reference> dxr(s);
-        auto dw = zeros_like_gate(w);
-        auto dwr = gate_to<Reference>(dw);
-        if (g != Gate::none) {  // dw accumulates onto what is there
-          ops::fill(Cpu{}, dw, 0.5f);
-          ops::fill(Reference{}, dwr, 0.5f);
-        }
-        ops::fill(Cpu{}, dx, 9.f);  // dx assigns over whatever is there
-        ops::scale_add_backward(Cpu{}, dx, dw, dy, x, w, alpha);
-        ops::scale_add_backward(Reference{}, dxr, dwr, dyr, xr, wr, alpha);
-        check_close(dx, dxr, 1e-6, 1e-7, "dx");
-        if (g != Gate::none) check_close(dw, dwr, 1e-5, 1e-5, "dw");
-
-        // A second call: dx is the same, dw gains the same increment again.
-        auto const dx1 = dx.clone();
-        auto const dw1 = g != Gate::none ? dw.clone() : Tensor<Cpu>();  // (clone of an absent tensor: none)
-        ops::scale_add_backward(Cpu{}, dx, dw, dy, x, w, alpha);
-        check_close(dx, dx1, 0, 0, "dx after a second call");
-        if (g != Gate::none) {
-          for (std::int64_t i = 0; i < dw.numel(); ++i)
-            CHECK(dw.data()[i] - 0.5f ==
-                  doctest::Approx(2 * (dw1.data()[i] - 0.5f)).epsilon(1e-5).scale(1e-3));
-        }
-
-        // Only one of the two gradients wanted.
-        Tensor<Cpu> dx_only(s);
-        ops::scale_add_backward(Cpu{}, dx_only, View<Cpu>{}, dy, x, w, alpha);
-        check_close(dx_only, dxr, 1e-6, 1e-7, "dx alone");
-        if (g != Gate::none) {
-          auto dw_only = zeros_like_gate(w);
-          auto dw_only_r = gate_to<Reference>(dw_only);
-          ops::scale_add_backward(Cpu{}, View<Cpu>{}, dw_only, dy, x, w, alpha);
-          ops::scale_add_backward(Reference{}, View<Reference>{}, dw_only_r, dyr, xr, wr, alpha);
-          check_close(dw_only, dw_only_r, 1e-5, 1e-5, "dw alone");
-        }
-        // dx may alias dy, also when dw (which reads dy) is wanted in the same call.
-        auto g2 = dy.clone();
-        ops::scale_add_backward(Cpu{}, g2, View<Cpu>{}, g2, x, w, alpha);
-        check_close(g2, dxr, 1e-6, 1e-7, "dx aliasing dy");
-        if (g != Gate::none) {
-          auto g3 = dy.clone();
-          auto g3r = dyr.clone();
-          auto dw3 = zeros_like_gate(w);
-          auto dw3r = gate_to<Reference>(dw3);
-          ops::scale_add_backward(Cpu{}, g3, dw3, g3, x, w, alpha);
-          ops::scale_add_backward(Reference{}, g3r, dw3r, g3r, xr, wr, alpha);
-          check_close(g3, dxr, 1e-6, 1e-7, "dx aliasing dy, with dw");
-          check_close(g3r, dxr, 1e-6, 1e-7, "Reference: dx aliasing dy, with dw");
-          check_close(dw3, dw_only_r_of(dyr, xr, wr, alpha), 1e-5, 1e-5, "dw with dx aliasing dy");
-          check_close(dw3r, dw_only_r_of(dyr, xr, wr, alpha), 1e-5, 1e-5, "Reference: dw with dx aliasing dy");
-        }
-      }
+  for_each_gate_case({1.f, -0.6f}, kElementwiseShapes, [&](Gate g, float alpha, Shape const& s) {
+    auto const [x, dy, w, xr, dyr, wr] = gated_operands<Cpu, Reference>(g, s, rng);
+    Tensor<Cpu> dx(s);
+    Tensor<Reference> dxr(s);
+    auto dw = zeros_like_gate(w);
+    auto dwr = gate_to<Reference>(dw);
+    if (g != Gate::none) {  // dw accumulates onto what is there
+      ops::fill(Cpu{}, dw, 0.5f);
+      ops::fill(Reference{}, dwr, 0.5f);
     }
-  }
+    ops::fill(Cpu{}, dx, 9.f);  // dx assigns over whatever is there
+    ops::scale_add_backward(Cpu{}, dx, dw, dy, x, w, alpha);
+    ops::scale_add_backward(Reference{}, dxr, dwr, dyr, xr, wr, alpha);
+    check_close(dx, dxr, 1e-6, 1e-7, "dx");
+    if (g != Gate::none) check_close(dw, dwr, 1e-5, 1e-5, "dw");
+
+    // A second call: dx is the same, dw gains the same increment again.
+    auto const dx1 = dx.clone();
+    auto const dw1 = g != Gate::none ? dw.clone() : Tensor<Cpu>();  // (clone of an absent tensor: none)
+    ops::scale_add_backward(Cpu{}, dx, dw, dy, x, w, alpha);
+    check_close(dx, dx1, 0, 0, "dx after a second call");
+    if (g != Gate::none) {
+      for (std::int64_t i = 0; i < dw.numel(); ++i)
+        CHECK(dw.data()[i] - 0.5f ==
+              doctest::Approx(2 * (dw1.data()[i] - 0.5f)).epsilon(1e-5).scale(1e-3));
+    }
+
+    // Only one of the two gradients wanted.
+    Tensor<Cpu> dx_only(s);
+    ops::scale_add_backward(Cpu{}, dx_only, View<Cpu>{}, dy, x, w, alpha);
+    check_close(dx_only, dxr, 1e-6, 1e-7, "dx alone");
+    if (g != Gate::none) {
+      auto dw_only = zeros_like_gate(w);
+      auto dw_only_r = gate_to<Reference>(dw_only);
+      ops::scale_add_backward(Cpu{}, View<Cpu>{}, dw_only, dy, x, w, alpha);
+      ops::scale_add_backward(Reference{}, View<Reference>{}, dw_only_r, dyr, xr, wr, alpha);
+      check_close(dw_only, dw_only_r, 1e-5, 1e-5, "dw alone");
+    }
+    // dx may alias dy, also when dw (which reads dy) is wanted in the same call.
+    auto g2 = dy.clone();
+    ops::scale_add_backward(Cpu{}, g2, View<Cpu>{}, g2, x, w, alpha);
+    check_close(g2, dxr, 1e-6, 1e-7, "dx aliasing dy");
+    if (g != Gate::none) {
+      auto g3 = dy.clone();
+      auto g3r = dyr.clone();
+      auto dw3 = zeros_like_gate(w);
+      auto dw3r = gate_to<Reference>(dw3);
+      ops::scale_add_backward(Cpu{}, g3, dw3, g3, x, w, alpha);
+      ops::scale_add_backward(Reference{}, g3r, dw3r, g3r, xr, wr, alpha);
+      check_close(g3, dxr, 1e-6, 1e-7, "dx aliasing dy, with dw");
+      check_close(g3r, dxr, 1e-6, 1e-7, "Reference: dx aliasing dy, with dw");
+      check_close(dw3, dw_only_r_of(dyr, xr, wr, alpha), 1e-5, 1e-5, "dw with dx aliasing dy");
+      check_close(dw3r, dw_only_r_of(dyr, xr, wr, alpha), 1e-5, 1e-5, "Reference: dw with dx aliasing dy");
+    }
+  });
 }
 
 TEST_CASE("scale_add_backward matches central finite differences for x and w") {
   Rng rng(35);
-  for (auto g : kGates) {
-    for (float alpha : {1.f, 0.37f}) {
-      for (auto const& s : {Shape{1}, Shape{7}, Shape{5, 3}, Shape{2, 3, 4}}) {
-        CAPTURE(gate_name(g));
-        CAPTURE(alpha);
-        CAPTURE(s.str());
-        auto x = random_tensor<Cpu>(s, rng);
-        auto const f = random_tensor<Cpu>(s, rng);
-        auto w = make_gate<Cpu>(g, s, rng);
-        auto const wt = random_tensor<Cpu>(s, rng);  // loss weights = dy
-        Tensor<Cpu> y(s);
-        auto loss = [&] {
-          ops::scale_add(Cpu{}, y, x, w, alpha, f);
-          return weighted_sum<Cpu>(y, wt);
-        };
-        Tensor<Cpu> dx(s);
-        auto dw = zeros_like_gate(w);
-        ops::scale_add_backward(Cpu{}, dx, dw, wt, x, w, alpha);
-        check_gradient("x", x, dx, loss, 1e-2, 1e-3, 1e-5);
-        if (g != Gate::none) check_gradient("w", w, dw, loss, 1e-2, 1e-3, 1e-5);
-      }
-    }
-  }
+  std::vector<Shape> const shapes{Shape{1}, Shape{7}, Shape{5, 3}, Shape{2, 3, 4}};
+  for_each_gate_case({1.f, 0.37f}, shapes, [&](Gate g, float alpha, Shape const& s) {
+    auto x = random_tensor<Cpu>(s, rng);
+    auto const f = random_tensor<Cpu>(s, rng);
+    auto w = make_gate<Cpu>(g, s, rng);
+    auto const wt = random_tensor<Cpu>(s, rng);  // loss weights = dy
+    Tensor<Cpu> y(s);
+    auto loss = [&] {
+      ops::scale_add(Cpu{}, y, x, w, alpha, f);
+      return weighted_sum<Cpu>(y, wt);
+    };
+    Tensor<Cpu> dx(s);
+    auto dw = zeros_like_gate(w);
+    ops::scale_add_backward(Cpu{}, dx, dw, wt, x, w, alpha);
+    check_gradient("x", x, dx, loss, 1e-2, 1e-3, 1e-5);
+    if (g != Gate::none) check_gradient("w", w, dw, loss, 1e-2, 1e-3, 1e-5);
+  });
 }
 
 TEST_CASE("copy makes strided views contiguous") {
@@ -304,7 +244,7 @@ TEST_CASE("copy makes strided views contiguous") {
     check_close(yr, y, 0, 0, "reference copy");
   }
   // Small sizes and rank 1.
-  for (auto const& s : kShapes) {
+  for (auto const& s : kElementwiseShapes) {
     auto const a = random_tensor<Cpu>(s, rng);
     Tensor<Cpu> b(s);
     ops::copy(Cpu{}, b, a);
@@ -315,7 +255,7 @@ TEST_CASE("copy makes strided views contiguous") {
 TEST_CASE("sum_squares and global_l2_norm accumulate in double and propagate NaN and inf") {
   Rng rng(37);
   std::vector<Tensor<Cpu>> xs;
-  for (auto const& s : kShapes) xs.push_back(random_tensor<Cpu>(s, rng, -3.f, 3.f));
+  for (auto const& s : kElementwiseShapes) xs.push_back(random_tensor<Cpu>(s, rng, -3.f, 3.f));
   double want = 0;
   for (auto const& t : xs)
     for (std::int64_t i = 0; i < t.numel(); ++i) want += static_cast<double>(t.data()[i]) * t.data()[i];
@@ -339,8 +279,7 @@ TEST_CASE("sum_squares and global_l2_norm accumulate in double and propagate NaN
 
   // A NaN or an inf anywhere (small or large tensor, first or last) makes the norm non-finite.
   for (std::size_t k : {std::size_t{0}, xs.size() - 1}) {
-    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                      -std::numeric_limits<float>::infinity()}) {
+    for (float bad : kNonFinite) {
       CAPTURE(k);
       CAPTURE(bad);
       float& e = xs[k].data()[xs[k].numel() / 2];

@@ -4,58 +4,24 @@
 #include <lnformer/backend/reference/embedding.hpp>
 #include <lnformer/backend/reference/reference.hpp>
 
+#include "ops/fixtures_embedding.hpp"
 #include "support.hpp"
 
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 using namespace lnformer;
 using namespace lnformer::test;
 
-namespace {
-
-template <class B>
-Tensor<B, std::int32_t> make_ids(Shape shape, std::vector<std::int32_t> const& ids) {
-  return Tensor<B, std::int32_t>(shape, std::span<std::int32_t const>(ids));
-}
-
-/// N ids in [0, V), with some forced repeats (id 0 several times) and, if pad >= 0, some pad ids.
-std::vector<std::int32_t> random_ids(std::int64_t N, std::int64_t V, Rng& rng, std::int32_t pad = -1) {
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(N));
-  for (auto& id : ids) id = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(V)));
-  for (std::size_t n = 0; n < ids.size(); n += 3) ids[n] = 0;
-  if (pad >= 0)
-    for (std::size_t n = 1; n < ids.size(); n += 4) ids[n] = pad;
-  return ids;
-}
-
-Shape with_last(Shape const& s, std::int64_t d) {
-  std::vector<std::int64_t> dims(s.begin(), s.end());
-  dims.push_back(d);
-  return Shape::from(dims.begin(), dims.end());
-}
-
-}  // namespace
-
 TEST_CASE("embedding_forward: Cpu agrees with Reference") {
   Rng rng(11);
-  struct Case {
-    Shape ids;
-    std::int64_t V, d;
-  };
-  std::vector<Case> const cases{{{1}, 1, 1},      {{3}, 3, 17},     {{17}, 17, 33},   {{64}, 257, 3},
-                                {{2, 3}, 5, 257}, {{64}, 10, 1024}, {{300}, 33, 257}, {{4, 75}, 1000, 129}};
-  for (auto const& c : cases) {
-    CAPTURE(c.ids.str());
-    CAPTURE(c.V);
-    CAPTURE(c.d);
-    auto const table = random_tensor<Reference>({c.V, c.d}, rng);
-    auto const ids = make_ids<Reference>(c.ids, random_ids(c.ids.numel(), c.V, rng));
-    Tensor<Reference> y_ref(with_last(c.ids, c.d));
-    ops::embedding_forward(Reference{}, y_ref, table, ids, 2.5f);
-
+  // The first eight cases (the forward has no padding_idx).
+  for (auto const& c : std::span(kEmbeddingCases).first(8)) {
+    CAPTURE(c.str());
+    auto const [table, ids, y_ref] = embedding_forward_reference(c, 2.5f, rng);
     auto const table_cpu = to_backend<Cpu>(table);
     auto const ids_cpu = to_backend<Cpu>(ids);
     Tensor<Cpu> y(with_last(c.ids, c.d));
@@ -70,25 +36,10 @@ TEST_CASE("embedding_forward: Cpu agrees with Reference") {
 
 TEST_CASE("embedding_backward: Cpu agrees with Reference, with repeated ids and padding") {
   Rng rng(12);
-  struct Case {
-    Shape ids;
-    std::int64_t V, d;
-    std::int32_t pad;
-  };
-  std::vector<Case> const cases{{{1}, 1, 1, -1},     {{3}, 3, 17, 1},          {{17}, 17, 33, 2},
-                                {{64}, 257, 3, 0},   {{2, 3}, 5, 257, 4},      {{64}, 10, 1024, 1},
-                                {{300}, 33, 257, 1}, {{4, 75}, 1000, 129, -1}, {{500}, 3, 70, 2}};
-  for (auto const& c : cases) {
-    CAPTURE(c.ids.str());
-    CAPTURE(c.V);
-    CAPTURE(c.d);
-    CAPTURE(c.pad);
-    auto const ids = make_ids<Reference>(c.ids, random_ids(c.ids.numel(), c.V, rng, c.pad));
-    auto const dy = random_tensor<Reference>(with_last(c.ids, c.d), rng);
-    auto dtable_ref = random_tensor<Reference>({c.V, c.d}, rng);  // existing gradient: += keeps it
-    auto dtable = to_backend<Cpu>(dtable_ref);
-    auto const before = dtable_ref.clone();
-    ops::embedding_backward(Reference{}, dtable_ref, dy, ids, 0.5f, c.pad);
+  for (auto const& c : kEmbeddingCases) {
+    CAPTURE(c.str());
+    auto const [ids, dy, before, dtable_ref] = embedding_backward_reference(c, 0.5f, rng);
+    auto dtable = to_backend<Cpu>(before);  // an existing gradient: += keeps it
     ops::embedding_backward(Cpu{}, dtable, to_backend<Cpu>(dy), to_backend<Cpu>(ids), 0.5f, c.pad);
     check_close(dtable, dtable_ref, 1e-5, 1e-6, "embedding_backward dtable");
     // The padding row receives nothing: its bits are unchanged on both backends.

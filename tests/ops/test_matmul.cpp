@@ -4,6 +4,7 @@
 #include <lnformer/backend/reference/matmul.hpp>
 #include <lnformer/backend/reference/reference.hpp>
 
+#include "ops/fixtures_matmul.hpp"
 #include "support.hpp"
 
 #include <doctest/doctest.h>
@@ -23,39 +24,13 @@
 
 using namespace lnformer;
 using test::check_close;
+using test::check_matmul_agrees;
+using test::heads_of;
+using test::kMatmulAtol;
+using test::kMatmulRtol;
+using test::plain;
 using test::random_tensor;
 using test::to_backend;
-
-namespace {
-
-// float GEMMs (oneDNN accumulates in float) against the double reference, k up to 257.
-constexpr double kRtol = 1e-4;
-constexpr double kAtol = 1e-4;
-
-/// Runs matmul on both backends with operands built by `views(c, a, b)` (Tensor<B>& -> (View, CView,
-/// CView)) from the same random buffers, and compares the whole c buffers (so elements outside a
-/// strided c view must stay untouched too).
-template <class Views>
-void check_matmul_agrees(std::string const& what, Shape as, Shape bs, Shape cs, Views views,
-                         float alpha = 1.f, float beta = 0.f) {
-  Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
-  auto ar = random_tensor<Reference>(as, rng), br = random_tensor<Reference>(bs, rng),
-       cr = random_tensor<Reference>(cs, rng);
-  auto ac = to_backend<Cpu>(ar), bc = to_backend<Cpu>(br), cc = to_backend<Cpu>(cr);
-  {
-    auto [c, a, b] = views(cr, ar, br);
-    ops::matmul(Reference{}, c, a, b, alpha, beta);
-  }
-  {
-    auto [c, a, b] = views(cc, ac, bc);
-    ops::matmul(Cpu{}, c, a, b, alpha, beta);
-  }
-  check_close(cc, cr, kRtol, kAtol, fmt::format("{} (alpha {}, beta {})", what, alpha, beta));
-}
-
-auto const plain = [](auto& c, auto& a, auto& b) { return std::tuple{c.view(), a.cview(), b.cview()}; };
-
-}  // namespace
 
 TEST_CASE("matmul: Cpu agrees with Reference on 2-D shapes, alpha and beta") {
   struct Mkn {
@@ -66,8 +41,8 @@ TEST_CASE("matmul: Cpu agrees with Reference on 2-D shapes, alpha and beta") {
   std::vector<std::pair<float, float>> const scalars{{1.f, 0.f}, {1.f, 1.f}, {0.5f, 0.f}, {-1.5f, 0.25f}};
   for (auto [m, k, n] : shapes)
     for (auto [alpha, beta] : scalars)
-      check_matmul_agrees(fmt::format("[{}, {}] @ [{}, {}]", m, k, k, n), Shape{m, k}, Shape{k, n},
-                          Shape{m, n}, plain, alpha, beta);
+      check_matmul_agrees<Cpu>(fmt::format("[{}, {}] @ [{}, {}]", m, k, k, n), Shape{m, k}, Shape{k, n},
+                               Shape{m, n}, plain, alpha, beta);
 }
 
 TEST_CASE("matmul: transposed operands are read through their strides") {
@@ -75,19 +50,19 @@ TEST_CASE("matmul: transposed operands are read through their strides") {
        std::vector<std::array<std::int64_t, 3>>{{1, 1, 1}, {3, 17, 5}, {33, 3, 257}, {64, 64, 64}}) {
     auto const name = fmt::format("m {} k {} n {}", m, k, n);
     // a stored as [k, m], b as [n, k].
-    check_matmul_agrees("a^T " + name, Shape{k, m}, Shape{k, n}, Shape{m, n}, [](auto& c, auto& a, auto& b) {
+    check_matmul_agrees<Cpu>("a^T " + name, Shape{k, m}, Shape{k, n}, Shape{m, n}, [](auto& c, auto& a, auto& b) {
       return std::tuple{c.view(), a.cview().transposed(), b.cview()};
     });
-    check_matmul_agrees(
+    check_matmul_agrees<Cpu>(
         "b^T " + name, Shape{m, k}, Shape{n, k}, Shape{m, n},
         [](auto& c, auto& a, auto& b) {
           return std::tuple{c.view(), a.cview(), b.cview().transposed()};
         },
         0.5f, 1.f);
-    check_matmul_agrees("a^T b^T " + name, Shape{k, m}, Shape{n, k}, Shape{m, n},
-                        [](auto& c, auto& a, auto& b) {
-                          return std::tuple{c.view(), a.cview().transposed(), b.cview().transposed()};
-                        });
+    check_matmul_agrees<Cpu>("a^T b^T " + name, Shape{k, m}, Shape{n, k}, Shape{m, n},
+                             [](auto& c, auto& a, auto& b) {
+                               return std::tuple{c.view(), a.cview().transposed(), b.cview().transposed()};
+                             });
   }
 }
 
@@ -95,15 +70,15 @@ TEST_CASE("matmul: operands with no unit stride, and a strided c") {
   std::int64_t const m = 17, k = 33, n = 9;
   // a: every other column of an [m, 2k] buffer; b: every third column of an [n, 3k] buffer, transposed.
   // Neither has a unit stride, so the Cpu backend packs them.
-  check_matmul_agrees("strided a and b", Shape{m, 2 * k}, Shape{n, 3 * k}, Shape{m, n},
-                      [=](auto& c, auto& a, auto& b) {
-                        using B = typename std::remove_reference_t<decltype(c)>::backend;
-                        CView<B> const av(a.data(), Shape{m, k}, Strides{2 * k, 2});
-                        CView<B> const bv(b.data(), Shape{k, n}, Strides{3, 3 * k});
-                        return std::tuple{c.view(), av, bv};
-                      });
+  check_matmul_agrees<Cpu>("strided a and b", Shape{m, 2 * k}, Shape{n, 3 * k}, Shape{m, n},
+                           [=](auto& c, auto& a, auto& b) {
+                             using B = typename std::remove_reference_t<decltype(c)>::backend;
+                             CView<B> const av(a.data(), Shape{m, k}, Strides{2 * k, 2});
+                             CView<B> const bv(b.data(), Shape{k, n}, Strides{3, 3 * k});
+                             return std::tuple{c.view(), av, bv};
+                           });
   // c: an [m, n] window (row stride n + 3) of a larger buffer, with beta = 1.
-  check_matmul_agrees(
+  check_matmul_agrees<Cpu>(
       "strided c", Shape{m, k}, Shape{k, n}, Shape{m, n + 3},
       [=](auto& c, auto& a, auto& b) {
         using B = typename std::remove_reference_t<decltype(c)>::backend;
@@ -127,32 +102,31 @@ TEST_CASE("matmul: batched rank 3 and 4 with broadcast batch dims") {
   };
   for (auto const& cs : cases)
     for (auto [alpha, beta] : std::vector<std::pair<float, float>>{{1.f, 0.f}, {0.5f, 1.f}})
-      check_matmul_agrees(fmt::format("{} @ {} -> {}", cs.a, cs.b, cs.c), cs.a, cs.b, cs.c, plain, alpha,
-                          beta);
+      check_matmul_agrees<Cpu>(fmt::format("{} @ {} -> {}", cs.a, cs.b, cs.c), cs.a, cs.b, cs.c, plain, alpha,
+                               beta);
 }
 
 TEST_CASE("matmul: per-head permuted views (attention)") {
   std::int64_t const batch = 2, t = 5, heads = 3, dh = 4;
   // q, k, v stored [B, T, H, dh], used as [B, H, T, dh]: scores = q @ k^T, [B, H, T, T].
-  auto heads_of = [](auto const& x) { return x.cview().permute({0, 2, 1, 3}); };
-  check_matmul_agrees(
+  check_matmul_agrees<Cpu>(
       "q @ k^T", Shape{batch, t, heads, dh}, Shape{batch, t, heads, dh}, Shape{batch, heads, t, t},
       [&](auto& c, auto& q, auto& k) {
         return std::tuple{c.view(), heads_of(q), heads_of(k).transposed()};
       },
       0.5f, 0.f);
   // out = p @ v written straight into the per-head slices of an output stored [B, T, H, dh].
-  check_matmul_agrees("p @ v into heads", Shape{batch, heads, t, t}, Shape{batch, t, heads, dh},
-                      Shape{batch, t, heads, dh}, [&](auto& c, auto& p, auto& v) {
-                        return std::tuple{c.view().permute({0, 2, 1, 3}), p.cview(), heads_of(v)};
-                      });
+  check_matmul_agrees<Cpu>("p @ v into heads", Shape{batch, heads, t, t}, Shape{batch, t, heads, dh},
+                           Shape{batch, t, heads, dh}, [&](auto& c, auto& p, auto& v) {
+                             return std::tuple{c.view().permute({0, 2, 1, 3}), p.cview(), heads_of(v)};
+                           });
 }
 
 TEST_CASE("matmul: empty dims") {
   // k = 0: the product is zero, so c = beta c; m = 0: nothing to do.
-  check_matmul_agrees("k = 0", Shape{3, 0}, Shape{0, 4}, Shape{3, 4}, plain, 1.f, 0.5f);
-  check_matmul_agrees("k = 0, beta 0", Shape{2, 3, 0}, Shape{1, 0, 4}, Shape{2, 3, 4}, plain, 1.f, 0.f);
-  check_matmul_agrees("m = 0", Shape{0, 3}, Shape{3, 4}, Shape{0, 4}, plain);
+  check_matmul_agrees<Cpu>("k = 0", Shape{3, 0}, Shape{0, 4}, Shape{3, 4}, plain, 1.f, 0.5f);
+  check_matmul_agrees<Cpu>("k = 0, beta 0", Shape{2, 3, 0}, Shape{1, 0, 4}, Shape{2, 3, 4}, plain, 1.f, 0.f);
+  check_matmul_agrees<Cpu>("m = 0", Shape{0, 3}, Shape{3, 4}, Shape{0, 4}, plain);
 }
 
 TEST_CASE_TEMPLATE("matmul: beta = 0 assigns (ignores NaN in c), beta = 1 accumulates", B, Cpu, Reference) {
@@ -214,7 +188,7 @@ TEST_CASE("matmul: the primitive cache keeps the most recently used entries and 
     Tensor<Cpu> c(Shape{m, 3});
     ops::matmul(Reference{}, cr, ar, br);
     ops::matmul(Cpu{}, c, to_backend<Cpu>(ar), to_backend<Cpu>(br));
-    check_close(c, cr, kRtol, kAtol, fmt::format("matmul m={} with a 16-entry cache", m));
+    check_close(c, cr, kMatmulRtol, kMatmulAtol, fmt::format("matmul m={} with a 16-entry cache", m));
   };
   for (std::int64_t m = 1; m <= 40; ++m) product(m);
   CHECK(ctx.cached_primitives() == 16);
@@ -257,21 +231,7 @@ TEST_CASE("matmul_backward: Cpu agrees with Reference, including broadcast batch
       {{2, 1, 4, 5}, {1, 3, 5, 6}, {2, 3, 4, 6}},
       {{1, 1, 4, 5}, {2, 3, 5, 6}, {2, 3, 4, 6}},
   };
-  for (auto const& cs : cases) {
-    std::string const what = fmt::format("{} @ {} -> {}", cs.a, cs.b, cs.c);
-    Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
-    auto ar = random_tensor<Reference>(cs.a, rng), br = random_tensor<Reference>(cs.b, rng),
-         dcr = random_tensor<Reference>(cs.c, rng);
-    // Garbage in the outputs: both gradients assign.
-    auto dar = random_tensor<Reference>(cs.a, rng, 100.f, 200.f),
-         dbr = random_tensor<Reference>(cs.b, rng, 100.f, 200.f);
-    auto ac = to_backend<Cpu>(ar), bc = to_backend<Cpu>(br), dcc = to_backend<Cpu>(dcr);
-    auto dac = to_backend<Cpu>(dar), dbc = to_backend<Cpu>(dbr);
-    ops::matmul_backward(Reference{}, dar, dbr, dcr, ar, br, 0.75f);
-    ops::matmul_backward(Cpu{}, dac, dbc, dcc, ac, bc, 0.75f);
-    check_close(dac, dar, kRtol, kAtol, "da of " + what);
-    check_close(dbc, dbr, kRtol, kAtol, "db of " + what);
-  }
+  for (auto const& cs : cases) test::check_matmul_backward_agrees<Cpu>(cs.a, cs.b, cs.c);
 }
 
 TEST_CASE("matmul_backward: transposed and per-head operands, one gradient skipped") {
@@ -284,11 +244,10 @@ TEST_CASE("matmul_backward: transposed and per-head operands, one gradient skipp
   auto qc = to_backend<Cpu>(qr), kc = to_backend<Cpu>(kr), dsc = to_backend<Cpu>(dsr);
   Tensor<Reference> dqr(Shape{batch, heads, t, dh}), dktr(Shape{batch, heads, dh, t});
   Tensor<Cpu> dqc(dqr.shape()), dktc(dktr.shape());
-  auto heads_of = [](auto const& x) { return x.cview().permute({0, 2, 1, 3}); };
   ops::matmul_backward(Reference{}, dqr, dktr, dsr, heads_of(qr), heads_of(kr).transposed(), 0.5f);
   ops::matmul_backward(Cpu{}, dqc, dktc, dsc, heads_of(qc), heads_of(kc).transposed(), 0.5f);
-  check_close(dqc, dqr, kRtol, kAtol, "dq");
-  check_close(dktc, dktr, kRtol, kAtol, "dk^T");
+  check_close(dqc, dqr, kMatmulRtol, kMatmulAtol, "dq");
+  check_close(dktc, dktr, kMatmulRtol, kMatmulAtol, "dk^T");
   // Skipping da leaves it alone and still computes db.
   Tensor<Cpu> db2(dktc.shape());
   ops::matmul_backward(Cpu{}, View<Cpu>{}, db2, dsc, heads_of(qc), heads_of(kc).transposed(), 0.5f);
@@ -339,7 +298,7 @@ TEST_CASE("linear_forward: Cpu agrees with Reference (rows, odd sizes, rank 3, w
         Tensor<Cpu> yc(Shape{rows, out});
         ops::linear_forward(Reference{}, yr, xr, wr, with_bias ? br.cview() : CView<Reference>{});
         ops::linear_forward(Cpu{}, yc, xc, wc, with_bias ? bc.cview() : CView<Cpu>{});
-        check_close(yc, yr, kRtol, kAtol, what);
+        check_close(yc, yr, kMatmulRtol, kMatmulAtol, what);
       }
   // Rank 3 x, and w given as a transposed view of an [in, out] buffer.
   Rng rng(8);
@@ -350,7 +309,7 @@ TEST_CASE("linear_forward: Cpu agrees with Reference (rows, odd sizes, rank 3, w
   Tensor<Cpu> yc(yr.shape());
   ops::linear_forward(Reference{}, yr, xr, wtr.cview().transposed(), br);
   ops::linear_forward(Cpu{}, yc, xc, wtc.cview().transposed(), bc);
-  check_close(yc, yr, kRtol, kAtol, "rank 3, transposed w");
+  check_close(yc, yr, kMatmulRtol, kMatmulAtol, "rank 3, transposed w");
   // in = 0: y is the bias.
   Tensor<Reference> x0r(Shape{2, 3, 0}), w0r(Shape{5, 0});
   Tensor<Cpu> x0c(Shape{2, 3, 0}), w0c(Shape{5, 0});
@@ -378,9 +337,9 @@ TEST_CASE("linear_backward: Cpu agrees with Reference; dx assigns, dw and dbias 
       auto const dw0 = dwc.clone(), db0 = dbc.clone();
       ops::linear_backward(Reference{}, dxr, dwr, dbr, dyr, xr, wr);
       ops::linear_backward(Cpu{}, dxc, dwc, dbc, dyc, xc, wc);
-      check_close(dxc, dxr, kRtol, kAtol, "dx " + what);
-      check_close(dwc, dwr, kRtol, kAtol, "dw " + what);
-      check_close(dbc, dbr, kRtol, kAtol, "dbias " + what);
+      check_close(dxc, dxr, kMatmulRtol, kMatmulAtol, "dx " + what);
+      check_close(dwc, dwr, kMatmulRtol, kMatmulAtol, "dw " + what);
+      check_close(dbc, dbr, kMatmulRtol, kMatmulAtol, "dbias " + what);
 
       // A second call: dx unchanged, dw - dw0 and dbias - db0 double.
       auto const dx1 = dxc.clone(), dw1 = dwc.clone(), db1 = dbc.clone();
@@ -404,9 +363,9 @@ TEST_CASE("linear_backward: rank 3, strided w, skipped gradients") {
   Tensor<Cpu> dxc(xr.shape()), dwc(Shape{5, 7}), dbc(Shape{5});
   ops::linear_backward(Reference{}, dxr, dwr, dbr, dyr, xr, wtr.cview().transposed());
   ops::linear_backward(Cpu{}, dxc, dwc, dbc, dyc, xc, wtc.cview().transposed());
-  check_close(dxc, dxr, kRtol, kAtol, "dx");
-  check_close(dwc, dwr, kRtol, kAtol, "dw");
-  check_close(dbc, dbr, kRtol, kAtol, "dbias");
+  check_close(dxc, dxr, kMatmulRtol, kMatmulAtol, "dx");
+  check_close(dwc, dwr, kMatmulRtol, kMatmulAtol, "dw");
+  check_close(dbc, dbr, kMatmulRtol, kMatmulAtol, "dbias");
   // Only dbias: the others are empty views.
   Tensor<Cpu> db2(Shape{5});
   ops::linear_backward(Cpu{}, View<Cpu>{}, View<Cpu>{}, db2, dyc, xc, wtc.cview().transposed());

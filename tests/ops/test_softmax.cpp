@@ -3,6 +3,7 @@
 #include <lnformer/backend/cpu/softmax.hpp>
 #include <lnformer/backend/reference/softmax.hpp>
 
+#include "ops/fixtures_softmax.hpp"
 #include "support.hpp"
 
 #include <doctest/doctest.h>
@@ -15,33 +16,14 @@
 using namespace lnformer;
 using test::check_close;
 using test::check_gradient;
+using test::kInf;
+using test::mask_patterns;
+using test::random_mask;
 using test::random_tensor;
 using test::to_backend;
 using test::weighted_sum;
 
 namespace {
-
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-/// A mask of the given shape: each entry -inf with probability p_inf, else uniform in [-lo, lo].
-Tensor<Cpu> random_mask(Shape const& shape, Rng& rng, float p_inf, float lo = 2.f) {
-  std::vector<float> h(static_cast<std::size_t>(shape.numel()));
-  for (auto& v : h) v = rng.uniform() < p_inf ? -kInf : rng.uniform(-lo, lo);
-  return Tensor<Cpu>(shape, std::span<float const>(h));
-}
-
-/// Every shape that broadcasts to x numpy-style: ranks 1..rank(x), each aligned dim x's or 1.
-std::vector<Shape> mask_patterns(Shape const& x) {
-  std::vector<Shape> out;
-  for (int k = 1; k <= x.rank(); ++k) {
-    for (unsigned bits = 0; bits < (1u << k); ++bits) {
-      std::vector<std::int64_t> d;
-      for (int i = 0; i < k; ++i) d.push_back((bits >> i & 1u) ? 1 : x[x.rank() - k + i]);
-      out.push_back(Shape::from(d.begin(), d.end()));
-    }
-  }
-  return out;
-}
 
 /// Sum of every row of a [rows, n] view is 1 (or 0 for a fully masked row when allowed).
 void check_row_sums(Tensor<Cpu> const& y, std::string const& what, bool allow_zero_rows = false) {
@@ -98,14 +80,12 @@ TEST_CASE("softmax: a known answer") {
 
 TEST_CASE("softmax: CPU agrees with the reference for ranks 1-4 and every mask broadcast pattern") {
   Rng rng(21);
-  std::vector<Shape> const shapes{Shape{17},          Shape{1, 33},      Shape{5, 3},       Shape{3, 4, 17},
-                                  Shape{2, 3, 5, 17}, Shape{2, 3, 4, 1}, Shape{2, 1, 3, 33}};
-  for (Shape const& shape : shapes) {
+  for (Shape const& shape : test::kSoftmaxShapes) {
     auto const x = random_tensor<Cpu>(shape, rng, -3.f, 3.f);
     compare_backends(x, nullptr, 1.f, "x " + shape.str() + " no mask", rng);
     for (Shape const& ms : mask_patterns(shape)) {
       for (float p_inf : {0.f, 0.3f}) {
-        auto const mask = random_mask(ms, rng, p_inf);
+        auto const mask = random_mask<Cpu>(ms, rng, p_inf);
         compare_backends(x, &mask, 0.7f, fmt::format("x {} mask {} p_inf {}", shape, ms, p_inf), rng);
       }
     }
@@ -118,28 +98,23 @@ TEST_CASE("softmax: CPU agrees with the reference for long rows and attention-si
     auto const x = random_tensor<Cpu>(Shape{1, n}, rng, -5.f, 5.f);  // one row
     compare_backends(x, nullptr, 1.f, fmt::format("one row of {}", n), rng);
     auto const x2 = random_tensor<Cpu>(Shape{6, n}, rng, -5.f, 5.f);
-    auto const m2 = random_mask(Shape{n}, rng, 0.2f);
+    auto const m2 = random_mask<Cpu>(Shape{n}, rng, 0.2f);
     compare_backends(x2, &m2, 0.125f, fmt::format("[6, {}] mask [{}]", n, n), rng);
   }
   // Attention scores [B, H, Tq, Tk], above the parallel threshold: causal, key padding, full masks.
   std::int64_t const B = 2, H = 4, T = 64;
   auto const x = random_tensor<Cpu>(Shape{B, H, T, T}, rng, -8.f, 8.f);
-  std::vector<float> causal(static_cast<std::size_t>(T * T));
-  for (std::int64_t q = 0; q < T; ++q)
-    for (std::int64_t k = 0; k < T; ++k) causal[static_cast<std::size_t>(q * T + k)] = k > q ? -kInf : 0.f;
-  Tensor<Cpu> const causal_mask(Shape{T, T}, std::span<float const>(causal));
+  auto const causal_mask = test::causal_mask<Cpu>(T);
   compare_backends(x, &causal_mask, 0.125f, "causal [T, T]", rng);
-  std::vector<float> pad(static_cast<std::size_t>(B * T), 0.f);
-  for (std::int64_t k = 40; k < T; ++k) pad[static_cast<std::size_t>(T + k)] = -kInf;  // batch 1 has 40 keys
-  Tensor<Cpu> const pad_mask(Shape{B, 1, 1, T}, std::span<float const>(pad));
+  auto const pad_mask = test::key_padding_mask<Cpu>({T, 40}, T);  // batch 1 has 40 keys
   compare_backends(x, &pad_mask, 0.125f, "key padding", rng);
-  auto const full_mask = random_mask(Shape{B, H, T, T}, rng, 0.5f);
+  auto const full_mask = random_mask<Cpu>(Shape{B, H, T, T}, rng, 0.5f);
   compare_backends(x, &full_mask, 0.125f, "full random mask", rng);
   for (Shape const ms : {Shape{H, 1, T}, Shape{B, H, T, 1}, Shape{B, 1, T, T}}) {  // threads split mid-broadcast
-    auto const m = random_mask(ms, rng, 0.3f);
+    auto const m = random_mask<Cpu>(ms, rng, 0.3f);
     compare_backends(x, &m, 0.125f, "mask " + ms.str(), rng);
   }
-  auto const m3 = random_mask(Shape{3, 1, 1024}, rng, 0.1f);
+  auto const m3 = random_mask<Cpu>(Shape{3, 1, 1024}, rng, 0.1f);
   compare_backends(random_tensor<Cpu>(Shape{3, 5, 1024}, rng, -4.f, 4.f), &m3, 1.f,
                    "[3, 5, 1024] mask [3, 1, 1024]", rng);
 }
@@ -150,10 +125,7 @@ TEST_CASE_TEMPLATE("softmax: fully masked and padding rows give zeros, not NaN, 
   std::int64_t const Tq = 4, Tk = 5;
   auto const x = random_tensor<B>(Shape{2, Tq, Tk}, rng, -3.f, 3.f);
   // Full-shape mask: in batch 0, query row 1 masks every key (a padding query); batch 1 masks key 4 only.
-  std::vector<float> m(static_cast<std::size_t>(2 * Tq * Tk), 0.f);
-  for (std::int64_t k = 0; k < Tk; ++k) m[static_cast<std::size_t>(1 * Tk + k)] = -kInf;
-  for (std::int64_t q = 0; q < Tq; ++q) m[static_cast<std::size_t>(Tq * Tk + q * Tk + 4)] = -kInf;
-  Tensor<B> const mask(Shape{2, Tq, Tk}, std::span<float const>(m));
+  auto const mask = test::masked_rows_mask<B>(Tq, Tk);
   Tensor<B> y(Shape{2, Tq, Tk});
   ops::softmax_forward(B{}, y, x, mask, 1.f);
   for (std::int64_t k = 0; k < Tk; ++k) CHECK(y(0, 1, k) == 0.f);
@@ -165,9 +137,7 @@ TEST_CASE_TEMPLATE("softmax: fully masked and padding rows give zeros, not NaN, 
   for (float v : dx.to_host()) REQUIRE(std::isfinite(v));
 
   // A whole batch entry of keys padded ([B, 1, 1, Tk] key padding): every row of it is zeros.
-  std::vector<float> kp(static_cast<std::size_t>(2 * Tk), 0.f);
-  for (std::int64_t k = 0; k < Tk; ++k) kp[static_cast<std::size_t>(Tk + k)] = -kInf;
-  Tensor<B> const kpm(Shape{2, 1, 1, Tk}, std::span<float const>(kp));
+  auto const kpm = test::key_padding_mask<B>({Tk, 0}, Tk);
   auto const x4 = random_tensor<B>(Shape{2, 3, Tq, Tk}, rng);
   Tensor<B> y4(Shape{2, 3, Tq, Tk});
   ops::softmax_forward(B{}, y4, x4, kpm, 0.5f);
@@ -181,8 +151,7 @@ TEST_CASE_TEMPLATE("softmax: fully masked and padding rows give zeros, not NaN, 
       CHECK(s0 == doctest::Approx(1.0).epsilon(1e-6));
     }
   // A mask whose last dim is 1 masks whole rows when -inf and is a no-op when finite.
-  std::vector<float> rm{0.f, -kInf, 3.f, 0.f};
-  Tensor<B> const rowmask(Shape{Tq, 1}, std::span<float const>(rm));
+  auto const rowmask = test::row_mask<B>();  // [Tq, 1]
   Tensor<B> yr(Shape{2, Tq, Tk}), yn(Shape{2, Tq, Tk});
   ops::softmax_forward(B{}, yr, x, rowmask, 1.f);
   ops::softmax_forward(B{}, yn, x, CView<B>{}, 1.f);
@@ -195,11 +164,8 @@ TEST_CASE_TEMPLATE("softmax: fully masked and padding rows give zeros, not NaN, 
 
 TEST_CASE("softmax: logits of magnitude 1e4 stay finite and match the reference") {
   Rng rng(24);
-  std::vector<float> const pool{1e4f, -1e4f, 9999.f, 9999.5f, -9999.f, 0.f, 5000.f, 1e4f - 3.f};
   for (Shape const shape : {Shape{8}, Shape{7, 33}, Shape{2, 3, 4, 257}}) {
-    std::vector<float> h(static_cast<std::size_t>(shape.numel()));
-    for (auto& v : h) v = pool[rng.below(static_cast<std::uint32_t>(pool.size()))];
-    Tensor<Cpu> const x(shape, std::span<float const>(h));
+    auto const x = test::huge_logits<Cpu>(shape, rng);
     for (float scale : {1.f, 0.125f, -1.f}) {  // powers of two: scale * x is exact in float
       std::string const what = fmt::format("huge logits {} scale {}", shape, scale);
       Tensor<Cpu> y(shape);
@@ -207,7 +173,7 @@ TEST_CASE("softmax: logits of magnitude 1e4 stay finite and match the reference"
       for (float v : y.to_host()) REQUIRE(std::isfinite(v));
       check_row_sums(y, what);
       compare_backends(x, nullptr, scale, what, rng);
-      auto const m = random_mask(Shape{shape[-1]}, rng, 0.3f, 0.f);
+      auto const m = random_mask<Cpu>(Shape{shape[-1]}, rng, 0.3f, 0.f);
       compare_backends(x, &m, scale, what + " with mask", rng);
     }
   }
@@ -230,7 +196,7 @@ TEST_CASE_TEMPLATE("softmax: finite-difference gradient of x, with and without m
     bool const masked = variant >= 2;
     auto x = random_tensor<B>(shape, rng, -2.f, 2.f);
     // Mask [3, 7]: finite values and -inf, row 2 fully masked.
-    auto mask_c = random_mask(Shape{3, 7}, rng, 0.3f, 1.5f);
+    auto mask_c = random_mask<Cpu>(Shape{3, 7}, rng, 0.3f, 1.5f);
     for (std::int64_t k = 0; k < 7; ++k) mask_c(2, k) = -kInf;
     auto const mask_t = to_backend<B>(mask_c);
     CView<B> const mask = masked ? mask_t.cview() : CView<B>{};
@@ -252,7 +218,7 @@ TEST_CASE_TEMPLATE("softmax: in place (y = x, dx = dy, dx = y) and assign semant
   Rng rng(26);
   Shape const shape{4, 2, 40, 60};  // above the CPU's parallel threshold
   auto const x = random_tensor<B>(shape, rng, -4.f, 4.f);
-  auto const mask = to_backend<B>(random_mask(Shape{40, 60}, rng, 0.2f));
+  auto const mask = random_mask<B>(Shape{40, 60}, rng, 0.2f);
   Tensor<B> y(shape);
   ops::softmax_forward(B{}, y, x, mask, 0.3f);
   auto yi = x.clone();
@@ -276,7 +242,7 @@ TEST_CASE_TEMPLATE("softmax: in place (y = x, dx = dy, dx = y) and assign semant
 TEST_CASE_TEMPLATE("softmax: a mask view with stride-0 (expanded) leading dims", B, Cpu, Reference) {
   Rng rng(27);
   auto const x = random_tensor<B>(Shape{2, 3, 5}, rng);
-  auto const m = to_backend<B>(random_mask(Shape{3, 5}, rng, 0.3f));
+  auto const m = random_mask<B>(Shape{3, 5}, rng, 0.3f);
   Tensor<B> y1(Shape{2, 3, 5}), y2(Shape{2, 3, 5});
   ops::softmax_forward(B{}, y1, x, m, 1.f);
   CView<B> const expanded(m.data(), Shape{2, 3, 5}, Strides{0, 5, 1});

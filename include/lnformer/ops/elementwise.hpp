@@ -29,7 +29,36 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
+#include <span>
 #include <string_view>
+
+namespace lnformer::ops::detail {
+
+/// The layout a copy from x walks, outermost dimension first: x's dimensions with the size-1 ones
+/// dropped and each one merged into the one outside it when that one steps over all of it (stride =
+/// inner stride * inner size), so a permuted view such as [B, H, T, dh] -> [B, T, H, dh] becomes
+/// rows of dh contiguous elements. Writes the merged sizes and strides to size[0, r) and stride[0, r)
+/// and returns r: 0 when x is one element, 1 with stride 1 when x is one contiguous run.
+template <class B, class T>
+int merge_dims(TensorView<B, T> const& x, std::span<std::int64_t, kMaxRank> size,
+               std::span<std::int64_t, kMaxRank> stride) {
+  int r = 0;
+  for (int i = 0; i < x.rank(); ++i) {
+    if (x.size(i) == 1) continue;
+    if (r > 0 && stride[r - 1] == x.strides()[i] * x.size(i)) {  // dimension r-1 steps over all of i
+      size[r - 1] *= x.size(i);
+      stride[r - 1] = x.strides()[i];
+    } else {
+      size[r] = x.size(i);
+      stride[r] = x.strides()[i];
+      ++r;
+    }
+  }
+  return r;
+}
+
+}  // namespace lnformer::ops::detail
 
 namespace lnformer::ops::check {
 

@@ -27,7 +27,9 @@
 //     dbias += sum_rows dy (ACCUMULATE, parameter gradient; empty to skip)
 //
 // Implementations: ops::matmul(Cpu, ...) in backend/cpu/matmul.hpp (oneDNN matmul),
-// ops::matmul(Reference, ...) in backend/reference/matmul.hpp.
+// ops::matmul(Gpu, ...) in backend/cuda/matmul.cuh (cuBLAS), ops::matmul(Reference, ...) in
+// backend/reference/matmul.hpp. detail::gemm below also holds the backend-generic view helpers they
+// share (swap_last2, rows_of, for_each_reduced).
 
 #include <lnformer/core/error.hpp>
 #include <lnformer/core/shape.hpp>
@@ -35,10 +37,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace lnformer::ops {
 
@@ -97,6 +101,79 @@ void check_flattenable(char const* op, char const* name, TensorView<B, T> v) {
   LNF_EXPECTS(v.rank() == 2 || v.is_contiguous(),
               "{}: {} (shape {}, strides {}) has rank > 2 and must be contiguous to flatten its leading dims",
               op, name, v.shape(), strides_str(v));
+}
+
+/// The same memory with the last two dims swapped (TensorView::transposed without its allocation).
+template <class B, class T>
+TensorView<B, T> swap_last2(TensorView<B, T> v) {
+  std::array<std::int64_t, kMaxRank> d{};
+  Strides s = v.strides();
+  int const r = v.rank();
+  for (int i = 0; i < r; ++i) d[i] = v.size(i);
+  std::swap(d[r - 1], d[r - 2]);
+  std::swap(s[r - 1], s[r - 2]);
+  return TensorView<B, T>(v.data(), Shape::from(d.begin(), d.begin() + r), s);
+}
+
+/// [..., f] -> [rows, f]: the leading dims flattened. A rank > 2 view must be contiguous (the linear_*
+/// checks make sure of it).
+template <class B, class T>
+TensorView<B, T> rows_of(TensorView<B, T> v) {
+  if (v.rank() == 2) return v;
+  std::int64_t rows = 1;
+  for (int i = 0; i < v.rank() - 1; ++i) rows *= v.size(i);
+  return TensorView<B, T>(v.data(), Shape{rows, v.size(-1)});
+}
+
+/// For c = x @ y (rank 2..4) where c is 1 in a batch dim where x or y is 0: the product is summed over
+/// an empty batch dim, so it is zero. for_each_reduced does not treat such a dim as summed.
+template <class B>
+bool sums_over_empty(View<B> c, CView<B> x, CView<B> y) {
+  for (int i = 0; i < c.rank() - 2; ++i)
+    if (c.size(i) == 1 && std::max(x.size(i), y.size(i)) == 0) return true;
+  return false;
+}
+
+/// c = x @ y (rank 2..4) where c may be 1 in batch dims where x or y is larger: the product summed over
+/// those dims (the gradient of a broadcast operand), as a sequence of GEMMs. Calls run(c, xs, ys, beta)
+/// once per index of the summed dims, xs and ys being x and y fixed at that index (size 1 there), with
+/// beta 0 for the first call (assign) and 1 for the rest (accumulate). Without summed dims: one call
+/// run(c, x, y, 0). An empty c: no call.
+template <class B, class Run>
+void for_each_reduced(View<B> c, CView<B> x, CView<B> y, Run&& run) {
+  if (c.numel() == 0) return;
+  int const r = c.rank();
+  std::array<int, 2> red{};  // the summed dims, outermost first
+  int n_red = 0;
+  std::int64_t count = 1;  // GEMMs: the product of the summed dims' sizes
+  for (int i = 0; i < r - 2; ++i) {
+    std::int64_t const full = std::max(x.size(i), y.size(i));
+    if (c.size(i) == 1 && full > 1) red[n_red++] = i, count *= full;
+  }
+  if (n_red == 0) {
+    run(c, x, y, 0.f);
+    return;
+  }
+  auto fix = [&](CView<B> v, std::array<std::int64_t, 2> const& idx) {
+    std::array<std::int64_t, kMaxRank> d{};
+    for (int i = 0; i < r; ++i) d[i] = v.size(i);
+    float const* p = v.data();
+    for (int t = 0; t < n_red; ++t) {
+      int const i = red[t];
+      if (v.size(i) > 1) p += idx[t] * v.strides()[i], d[i] = 1;
+    }
+    return CView<B>(p, Shape::from(d.begin(), d.begin() + r), v.strides());
+  };
+  for (std::int64_t t = 0; t < count; ++t) {
+    std::array<std::int64_t, 2> idx{};
+    std::int64_t rest = t;
+    for (int u = n_red - 1; u >= 0; --u) {
+      std::int64_t const full = std::max(x.size(red[u]), y.size(red[u]));
+      idx[u] = rest % full;
+      rest /= full;
+    }
+    run(c, fix(x, idx), fix(y, idx), t == 0 ? 0.f : 1.f);
+  }
 }
 
 }  // namespace detail::gemm

@@ -91,6 +91,70 @@ void check_optim_operand(std::string_view op, std::string_view arg, TensorView<B
               op, arg, v.shape(), v.numel(), v.is_contiguous() ? "" : ", not contiguous", n);
 }
 
+/// sgd_update's operand checks, for every backend (momentum_buffer is needed only with momentum);
+/// returns the element count.
+template <class B>
+std::int64_t check_sgd_operands(View<B> param, View<B> momentum_buffer, CView<B> grad,
+                                ops::SgdCoefficients const& c) {
+  std::int64_t const n = param.numel();
+  check_optim_operand("sgd_update", "param", param, n);
+  check_optim_operand("sgd_update", "grad", grad, n);
+  if (c.momentum != 0.f) check_optim_operand("sgd_update", "momentum_buffer", momentum_buffer, n);
+  return n;
+}
+
+/// adam_update's and radam_update's (`op`) operand checks, for every backend; returns the element count.
+template <class B>
+std::int64_t check_adam_operands(std::string_view op, View<B> param, View<B> exp_avg, View<B> exp_avg_sq,
+                                 CView<B> grad) {
+  std::int64_t const n = param.numel();
+  check_optim_operand(op, "param", param, n);
+  check_optim_operand(op, "exp_avg", exp_avg, n);
+  check_optim_operand(op, "exp_avg_sq", exp_avg_sq, n);
+  check_optim_operand(op, "grad", grad, n);
+  return n;
+}
+
+// The variant of an update that its coefficients select, as template arguments: each with_*_variant
+// calls f.template operator()<...>() once, so that a backend's loop or kernel is compiled per variant
+// with the unused steps left out.
+
+/// sgd: <Decay, Momentum, Nesterov>; Nesterov only with momentum.
+template <class F>
+void with_sgd_variant(ops::SgdCoefficients const& c, F&& f) {
+  bool const decay = c.weight_decay != 0.f;
+  if (c.momentum == 0.f)
+    decay ? f.template operator()<true, false, false>() : f.template operator()<false, false, false>();
+  else if (c.nesterov)
+    decay ? f.template operator()<true, true, true>() : f.template operator()<false, true, true>();
+  else
+    decay ? f.template operator()<true, true, false>() : f.template operator()<false, true, false>();
+}
+
+/// adam: <Coupled, Decoupled> (weight_decay != 0, param_scale != 1).
+template <class F>
+void with_adam_variant(ops::AdamCoefficients const& c, F&& f) {
+  bool const coupled = c.weight_decay != 0.f, decoupled = c.param_scale != 1.f;
+  if (coupled && decoupled)
+    f.template operator()<true, true>();
+  else if (coupled)
+    f.template operator()<true, false>();
+  else if (decoupled)
+    f.template operator()<false, true>();
+  else
+    f.template operator()<false, false>();
+}
+
+/// radam: <Coupled, Rectify> (weight_decay != 0, rectify).
+template <class F>
+void with_radam_variant(ops::RAdamCoefficients const& c, F&& f) {
+  bool const coupled = c.weight_decay != 0.f;
+  if (c.rectify)
+    coupled ? f.template operator()<true, true>() : f.template operator()<false, true>();
+  else
+    coupled ? f.template operator()<true, false>() : f.template operator()<false, false>();
+}
+
 template <bool Decay, bool Momentum, bool Nesterov>
 void sgd_update_loop(float* p, float* buf, float const* g, std::int64_t n, ops::SgdCoefficients const c) {
 #pragma omp parallel for simd schedule(static) if (n >= kOptimParallelMin)
@@ -156,68 +220,31 @@ namespace lnformer::ops {
 template <class B>
   requires(BackendTraits<B>::host_accessible)
 void sgd_update(B, View<B> param, View<B> momentum_buffer, CView<B> grad, SgdCoefficients const& c) {
-  std::int64_t const n = param.numel();
-  ::lnformer::detail::check_optim_operand("sgd_update", "param", param, n);
-  ::lnformer::detail::check_optim_operand("sgd_update", "grad", grad, n);
-  bool const momentum = c.momentum != 0.f;
-  if (momentum) ::lnformer::detail::check_optim_operand("sgd_update", "momentum_buffer", momentum_buffer, n);
-  float* p = param.data();
-  float* b = momentum_buffer.data();
-  float const* g = grad.data();
-  bool const decay = c.weight_decay != 0.f;
-  if (!momentum)
-    decay ? ::lnformer::detail::sgd_update_loop<true, false, false>(p, b, g, n, c)
-          : ::lnformer::detail::sgd_update_loop<false, false, false>(p, b, g, n, c);
-  else if (c.nesterov)
-    decay ? ::lnformer::detail::sgd_update_loop<true, true, true>(p, b, g, n, c)
-          : ::lnformer::detail::sgd_update_loop<false, true, true>(p, b, g, n, c);
-  else
-    decay ? ::lnformer::detail::sgd_update_loop<true, true, false>(p, b, g, n, c)
-          : ::lnformer::detail::sgd_update_loop<false, true, false>(p, b, g, n, c);
+  std::int64_t const n = ::lnformer::detail::check_sgd_operands(param, momentum_buffer, grad, c);
+  ::lnformer::detail::with_sgd_variant(c, [&]<bool Decay, bool Momentum, bool Nesterov>() {
+    ::lnformer::detail::sgd_update_loop<Decay, Momentum, Nesterov>(param.data(), momentum_buffer.data(), grad.data(),
+                                                                   n, c);
+  });
 }
 
 template <class B>
   requires(BackendTraits<B>::host_accessible)
 void adam_update(B, View<B> param, View<B> exp_avg, View<B> exp_avg_sq, CView<B> grad, AdamCoefficients const& c) {
-  std::int64_t const n = param.numel();
-  ::lnformer::detail::check_optim_operand("adam_update", "param", param, n);
-  ::lnformer::detail::check_optim_operand("adam_update", "exp_avg", exp_avg, n);
-  ::lnformer::detail::check_optim_operand("adam_update", "exp_avg_sq", exp_avg_sq, n);
-  ::lnformer::detail::check_optim_operand("adam_update", "grad", grad, n);
-  bool const coupled = c.weight_decay != 0.f, decoupled = c.param_scale != 1.f;
-  float* p = param.data();
-  float* m = exp_avg.data();
-  float* v = exp_avg_sq.data();
-  float const* g = grad.data();
-  if (coupled && decoupled)
-    ::lnformer::detail::adam_update_loop<true, true>(p, m, v, g, n, c);
-  else if (coupled)
-    ::lnformer::detail::adam_update_loop<true, false>(p, m, v, g, n, c);
-  else if (decoupled)
-    ::lnformer::detail::adam_update_loop<false, true>(p, m, v, g, n, c);
-  else
-    ::lnformer::detail::adam_update_loop<false, false>(p, m, v, g, n, c);
+  std::int64_t const n = ::lnformer::detail::check_adam_operands("adam_update", param, exp_avg, exp_avg_sq, grad);
+  ::lnformer::detail::with_adam_variant(c, [&]<bool Coupled, bool Decoupled>() {
+    ::lnformer::detail::adam_update_loop<Coupled, Decoupled>(param.data(), exp_avg.data(), exp_avg_sq.data(),
+                                                             grad.data(), n, c);
+  });
 }
 
 template <class B>
   requires(BackendTraits<B>::host_accessible)
 void radam_update(B, View<B> param, View<B> exp_avg, View<B> exp_avg_sq, CView<B> grad, RAdamCoefficients const& c) {
-  std::int64_t const n = param.numel();
-  ::lnformer::detail::check_optim_operand("radam_update", "param", param, n);
-  ::lnformer::detail::check_optim_operand("radam_update", "exp_avg", exp_avg, n);
-  ::lnformer::detail::check_optim_operand("radam_update", "exp_avg_sq", exp_avg_sq, n);
-  ::lnformer::detail::check_optim_operand("radam_update", "grad", grad, n);
-  bool const coupled = c.weight_decay != 0.f;
-  float* p = param.data();
-  float* m = exp_avg.data();
-  float* v = exp_avg_sq.data();
-  float const* g = grad.data();
-  if (c.rectify)
-    coupled ? ::lnformer::detail::radam_update_loop<true, true>(p, m, v, g, n, c)
-            : ::lnformer::detail::radam_update_loop<false, true>(p, m, v, g, n, c);
-  else
-    coupled ? ::lnformer::detail::radam_update_loop<true, false>(p, m, v, g, n, c)
-            : ::lnformer::detail::radam_update_loop<false, false>(p, m, v, g, n, c);
+  std::int64_t const n = ::lnformer::detail::check_adam_operands("radam_update", param, exp_avg, exp_avg_sq, grad);
+  ::lnformer::detail::with_radam_variant(c, [&]<bool Coupled, bool Rectify>() {
+    ::lnformer::detail::radam_update_loop<Coupled, Rectify>(param.data(), exp_avg.data(), exp_avg_sq.data(),
+                                                            grad.data(), n, c);
+  });
 }
 
 }  // namespace lnformer::ops

@@ -25,24 +25,13 @@ inline void elementwise_copy(float* out, float const* in, std::int64_t n) {
 }
 
 /// y = x where x has arbitrary strides and y is contiguous (row-major). Size-1 dimensions are dropped
-/// and dimensions that are contiguous with each other are merged first, so a permuted view such as
-/// [B, H, T, dh] -> [B, T, H, dh] becomes rows of dh contiguous floats.
+/// and dimensions that are contiguous with each other are merged first (ops::detail::merge_dims), so a
+/// permuted view such as [B, H, T, dh] -> [B, T, H, dh] becomes rows of dh contiguous floats.
 inline void strided_copy(float* y, CView<Cpu> x) {
   std::int64_t const n = x.numel();
   if (n == 0) return;
   std::array<std::int64_t, kMaxRank> size{}, stride{};
-  int r = 0;
-  for (int i = 0; i < x.rank(); ++i) {
-    if (x.size(i) == 1) continue;
-    if (r > 0 && stride[r - 1] == x.strides()[i] * x.size(i)) {  // dimension r-1 steps over all of i
-      size[r - 1] *= x.size(i);
-      stride[r - 1] = x.strides()[i];
-    } else {
-      size[r] = x.size(i);
-      stride[r] = x.strides()[i];
-      ++r;
-    }
-  }
+  int const r = ops::detail::merge_dims(x, size, stride);
   float const* src = x.data();
   if (r == 0) {
     y[0] = src[0];

@@ -201,61 +201,15 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
                  entry.prim.execute(ctx.stream(), entry.args); ctx.stream().wait());
 }
 
-/// The same memory with the last two dims swapped (TensorView::transposed without its allocation).
-template <class T>
-TensorView<Cpu, T> swap_last2(TensorView<Cpu, T> v) {
-  Dims d{};
-  Strides s = v.strides();
-  int const r = v.rank();
-  for (int i = 0; i < r; ++i) d[i] = v.size(i);
-  std::swap(d[r - 1], d[r - 2]);
-  std::swap(s[r - 1], s[r - 2]);
-  return TensorView<Cpu, T>(v.data(), Shape::from(d.begin(), d.begin() + r), s);
-}
-
-/// [..., f] -> [rows, f]; callers have checked that rank > 2 views are contiguous.
-template <class T>
-TensorView<Cpu, T> rows_of(TensorView<Cpu, T> v) {
-  if (v.rank() == 2) return v;
-  std::int64_t rows = 1;
-  for (int i = 0; i < v.rank() - 1; ++i) rows *= v.size(i);
-  return TensorView<Cpu, T>(v.data(), Shape{rows, v.size(-1)});  // contiguous: checked by the callers
-}
+using ops::detail::gemm::rows_of;
+using ops::detail::gemm::swap_last2;
 
 /// c = alpha x @ y where c may be 1 in batch dims where x or y are not: the product is summed over
-/// those dims (the gradient of a broadcast operand). One GEMM per index of the summed dims, the first
-/// assigning and the rest accumulating; all share one primitive.
+/// those dims (the gradient of a broadcast operand), one GEMM per index of the summed dims, the first
+/// assigning and the rest accumulating (ops::detail::gemm::for_each_reduced); all share one primitive.
 inline void run_reduce(View<Cpu> c, CView<Cpu> x, CView<Cpu> y, float alpha) {
-  int const r = c.rank();
-  std::array<int, 2> red{};
-  int n_red = 0;
-  std::int64_t count = 1;
-  for (int i = 0; i < r - 2; ++i) {
-    std::int64_t const full = std::max(x.size(i), y.size(i));
-    if (c.size(i) == 1 && full > 1) red[n_red++] = i, count *= full;
-  }
-  if (n_red == 0 || c.numel() == 0) return run(c, x, y, {}, alpha, 0.f);
-
-  auto fix = [&](CView<Cpu> v, std::array<std::int64_t, 2> const& idx) {
-    Dims d{};
-    for (int i = 0; i < r; ++i) d[i] = v.size(i);
-    float const* p = v.data();
-    for (int t = 0; t < n_red; ++t) {
-      int const i = red[t];
-      if (v.size(i) > 1) p += idx[t] * v.strides()[i], d[i] = 1;
-    }
-    return CView<Cpu>(p, Shape::from(d.begin(), d.begin() + r), v.strides());
-  };
-  for (std::int64_t t = 0; t < count; ++t) {
-    std::array<std::int64_t, 2> idx{};
-    std::int64_t rest = t;
-    for (int u = n_red - 1; u >= 0; --u) {
-      std::int64_t const full = std::max(x.size(red[u]), y.size(red[u]));
-      idx[u] = rest % full;
-      rest /= full;
-    }
-    run(c, fix(x, idx), fix(y, idx), {}, alpha, t == 0 ? 0.f : 1.f);
-  }
+  ops::detail::gemm::for_each_reduced(
+      c, x, y, [&](View<Cpu> cs, CView<Cpu> xs, CView<Cpu> ys, float beta) { run(cs, xs, ys, {}, alpha, beta); });
 }
 
 /// dbias[j] += sum_i dy[i, j] for dy [rows, out]: column blocks in parallel, rows streamed through a

@@ -10,6 +10,7 @@
 #include <lnformer/backend/cuda/embedding.cuh>
 #include <lnformer/backend/cuda/layer_norm.cuh>
 #include <lnformer/backend/cuda/matmul.cuh>
+#include <lnformer/backend/cuda/reduce.cuh>
 #include <lnformer/backend/cuda/softmax.cuh>
 #include <lnformer/backend/cuda/optimizer.cuh>
 

@@ -9,9 +9,9 @@
 //
 // forward:  one thread block per row (a grid-stride loop over rows): m = max_v x (NaN skipped), then
 //           es = sum exp(x - m) and gap = sum (m - x) in one sweep (a NaN logit makes gap NaN), by
-//           block reductions (warp shuffles, then across warps through shared memory); thread 0
-//           writes lse = m + log es, nll = (m - x_t) + log es and loss = target * nll + uniform *
-//           (gap + V log es) (double), or 0 and 0 for a padding row.
+//           block reductions (cuda/reduce.cuh: warp shuffles, then across warps through shared
+//           memory); thread 0 writes lse = m + log es, nll = (m - x_t) + log es and loss =
+//           target * nll + uniform * (gap + V log es) (double), or 0 and 0 for a padding row.
 // backward: element-wise over the N * V logits (grid-stride, 64-bit): dlogits = g exp(x - lse) -
 //           g uniform, minus g target at the target column; 0 in padding rows; NaN where lse is NaN.
 //           Each element is read before it is written by the same thread, so dlogits may be logits.
@@ -20,72 +20,17 @@
 // defined in a header is a duplicate symbol once two translation units include the header.
 
 #include <lnformer/backend/cuda/gpu.cuh>
+#include <lnformer/backend/cuda/reduce.cuh>
 #include <lnformer/ops/cross_entropy.hpp>
 
-#include <algorithm>
 #include <cstdint>
 
 namespace lnformer::cuda::detail::xent {
 
-/// Threads of a row block: V rounded up to a warp, at most this many.
-inline constexpr int kMaxRowThreads = 512;
-/// At most this many row blocks; a grid-stride loop covers the rest of the rows.
-inline constexpr std::int64_t kMaxRowBlocks = std::int64_t{1} << 16;
 /// Device scratch slot of the bad-target flag (see cuda::Context::workspace).
 inline constexpr int kWorkspaceSlot = 2;
 /// The flag's value when every target is valid.
 inline constexpr unsigned long long kNoBadRow = ~0ull;
-
-inline int row_threads(std::int64_t n) {
-  return static_cast<int>(std::min<std::int64_t>(kMaxRowThreads, (n + 31) / 32 * 32));
-}
-inline unsigned row_blocks(std::int64_t rows) {
-  return static_cast<unsigned>(std::min<std::int64_t>(rows, kMaxRowBlocks));
-}
-
-__device__ inline float neg_inf() { return -__int_as_float(0x7f800000); }
-__device__ inline float quiet_nan() { return __int_as_float(0x7fc00000); }
-
-__device__ inline float warp_sum(float v) {
-  // xor butterfly: every lane ends with the same value (a + b == b + a exactly).
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ inline float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-/// Max of v over the block, returned to every thread (NaN ignored, as fmaxf). blockDim.x is a
-/// multiple of 32 (at most 1024); `shared` holds 64 floats. Every thread of the block must call it.
-__device__ inline float block_max(float v, float* shared) {
-  v = warp_max(v);
-  int const lane = static_cast<int>(threadIdx.x) & 31;
-  int const warp = static_cast<int>(threadIdx.x) >> 5;
-  int const warps = static_cast<int>(blockDim.x) >> 5;
-  __syncthreads();  // readers of an earlier call are done with `shared`
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  return warp_max(lane < warps ? shared[lane] : neg_inf());
-}
-
-/// Sums of a and of b over the block, returned to every thread; as block_max.
-__device__ inline void block_sum2(float& a, float& b, float* shared) {
-  a = warp_sum(a);
-  b = warp_sum(b);
-  int const lane = static_cast<int>(threadIdx.x) & 31;
-  int const warp = static_cast<int>(threadIdx.x) >> 5;
-  int const warps = static_cast<int>(blockDim.x) >> 5;
-  __syncthreads();
-  if (lane == 0) {
-    shared[warp] = a;
-    shared[32 + warp] = b;
-  }
-  __syncthreads();
-  // Every warp reduces the per-warp sums itself, in the same order: all threads agree.
-  a = warp_sum(lane < warps ? shared[lane] : 0.f);
-  b = warp_sum(lane < warps ? shared[32 + lane] : 0.f);
-}
 
 /// *first_bad = min(*first_bad, n) for every row n whose target is neither padding_idx nor in [0, V).
 template <class I>
@@ -102,7 +47,7 @@ template <class T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     forward_kernel(T* loss, T* nll, T* lse, T const* logits, std::int32_t const* targets, std::int64_t N,
                    std::int64_t V, double w_target, double w_uniform, std::int32_t padding_idx) {
-  __shared__ float shared[64];
+  __shared__ float shared[64];  // block_sum2's size (block_max uses 32)
   for (std::int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     T const* x = logits + n * V;
     float m = neg_inf();
@@ -183,6 +128,22 @@ inline void check_targets(char const* op, ops::IView<Gpu> targets, std::int64_t 
                                  op, t, row, V));  // unreachable unless the targets changed under us
 }
 
+/// What both passes need once the shapes are checked: logits is [N, V]; w, the label-smoothing weights.
+struct Problem {
+  std::int64_t N = 0, V = 0;
+  ops::detail::LabelSmoothing w;
+};
+
+/// The Problem of logits and eps; when there are rows, after check_targets has validated the targets.
+inline Problem prepare(char const* op, CView<Gpu> logits, ops::IView<Gpu> targets, float eps,
+                       std::int32_t padding_idx) {
+  Problem p{logits.size(0), logits.size(1), {}};
+  if (p.N == 0) return p;
+  check_targets(op, targets, p.V, padding_idx);
+  p.w = ops::detail::label_smoothing(eps, p.V);
+  return p;
+}
+
 }  // namespace lnformer::cuda::detail::xent
 
 namespace lnformer::ops {
@@ -191,14 +152,11 @@ inline void cross_entropy_forward(Gpu, View<Gpu> loss, View<Gpu> nll, View<Gpu> 
                                   IView<Gpu> targets, float eps, std::int32_t padding_idx) {
   namespace xe = cuda::detail::xent;
   check::cross_entropy_forward<Gpu>(loss, nll, lse, logits, targets, eps, padding_idx);
-  std::int64_t const N = logits.size(0), V = logits.size(1);
-  if (N == 0) return;
-  xe::check_targets("cross_entropy_forward", targets, V, padding_idx);
-  auto const w = detail::label_smoothing(eps, V);
-  auto& ctx = cuda::context();
-  xe::forward_kernel<<<xe::row_blocks(N), xe::row_threads(V), 0, ctx.stream()>>>(
-      loss.data(), nll.empty() ? nullptr : nll.data(), lse.data(), logits.data(), targets.data(), N, V, w.target,
-      w.uniform, padding_idx);
+  auto const p = xe::prepare("cross_entropy_forward", logits, targets, eps, padding_idx);
+  if (p.N == 0) return;
+  cuda::detail::launch_rows(xe::forward_kernel<float>, p.N, p.V, loss.data(), nll.empty() ? nullptr : nll.data(),
+                            lse.data(), logits.data(), targets.data(), p.N, p.V, p.w.target, p.w.uniform,
+                            padding_idx);
   LNF_CUDA_LAUNCH_CHECK(cross_entropy_forward_kernel);
 }
 
@@ -206,13 +164,10 @@ inline void cross_entropy_backward(Gpu, View<Gpu> dlogits, CView<Gpu> dloss, CVi
                                    IView<Gpu> targets, float eps, std::int32_t padding_idx) {
   namespace xe = cuda::detail::xent;
   check::cross_entropy_backward<Gpu>(dlogits, dloss, logits, lse, targets, eps, padding_idx);
-  std::int64_t const N = logits.size(0), V = logits.size(1);
-  if (N == 0) return;
-  xe::check_targets("cross_entropy_backward", targets, V, padding_idx);
-  auto const w = detail::label_smoothing(eps, V);
-  auto& ctx = cuda::context();
-  xe::backward_kernel<<<cuda::blocks_for(N * V), cuda::kThreads, 0, ctx.stream()>>>(
-      dlogits.data(), dloss.data(), logits.data(), lse.data(), targets.data(), N, V, w.target, w.uniform,
+  auto const p = xe::prepare("cross_entropy_backward", logits, targets, eps, padding_idx);
+  if (p.N == 0) return;
+  xe::backward_kernel<<<cuda::blocks_for(p.N * p.V), cuda::kThreads, 0, cuda::context().stream()>>>(
+      dlogits.data(), dloss.data(), logits.data(), lse.data(), targets.data(), p.N, p.V, p.w.target, p.w.uniform,
       padding_idx);
   LNF_CUDA_LAUNCH_CHECK(cross_entropy_backward_kernel);
 }

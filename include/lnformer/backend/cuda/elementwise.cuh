@@ -341,24 +341,14 @@ inline void fill(Gpu, View<Gpu> y, float v) {
 }
 
 /// y = x for any strides of x: size-1 dimensions are dropped and dimensions contiguous with each other
-/// merged (as the CPU does); a source that is then one unit-stride run is one device-to-device copy.
+/// merged (ops::detail::merge_dims, as on the CPU); a source that is then one unit-stride run is one
+/// device-to-device copy.
 inline void copy(Gpu, View<Gpu> y, CView<Gpu> x) {
   check::copy<Gpu>(y, x);
   std::int64_t const n = x.numel();
   if (n == 0) return;
   std::int64_t size[kMaxRank] = {}, stride[kMaxRank] = {};  // merged dimensions, outermost first
-  int r = 0;
-  for (int i = 0; i < x.rank(); ++i) {
-    if (x.size(i) == 1) continue;
-    if (r > 0 && stride[r - 1] == x.strides()[i] * x.size(i)) {  // dimension r-1 steps over all of i
-      size[r - 1] *= x.size(i);
-      stride[r - 1] = x.strides()[i];
-    } else {
-      size[r] = x.size(i);
-      stride[r] = x.strides()[i];
-      ++r;
-    }
-  }
+  int const r = ops::detail::merge_dims(x, size, stride);
   cudaStream_t const stream = cuda::context().stream();
   if (r == 0 || (r == 1 && stride[0] == 1)) {  // one element, or one contiguous run
     LNF_CUDA_CHECK(cudaMemcpyAsync(y.data(), x.data(), static_cast<std::size_t>(n) * sizeof(float),

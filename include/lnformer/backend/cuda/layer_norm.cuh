@@ -2,11 +2,11 @@
 // GPU layer norm. Contract in ops/layer_norm.hpp; float arithmetic, as the CPU backend.
 //
 // Forward: one thread block per row (a grid-stride loop over rows), its threads striding over the
-// row's columns; block sums by warp shuffles, then across warps through shared memory. The
-// statistics are the CPU's corrected two-pass algorithm in float: m0 = mean(x), then t = x - m0
-// gives c = mean(t) (m0's rounding error) and var = mean(t^2) - c^2; y = ((x - m0) - c) * rstd *
-// gamma + beta. Each thread writes only the columns it read, after the block's last reduction, so y
-// may be x.
+// row's columns; block sums (cuda/reduce.cuh) by warp shuffles, then across warps through shared
+// memory. The statistics are the CPU's corrected two-pass algorithm in float: m0 = mean(x), then
+// t = x - m0 gives c = mean(t) (m0's rounding error) and var = mean(t^2) - c^2;
+// y = ((x - m0) - c) * rstd * gamma + beta. Each thread writes only the columns it read, after the
+// block's last reduction, so y may be x.
 //
 // Backward, up to three kernels on the stream, in this order:
 //   1. (dgamma or dbeta wanted) param_partials: a 2-D grid of column tiles (32 columns, one per lane)
@@ -23,6 +23,7 @@
 // Limits: any d >= 1 (threads loop over the row); rows up to 2^63 (64-bit offsets, grid-stride).
 
 #include <lnformer/backend/cuda/gpu.cuh>
+#include <lnformer/backend/cuda/reduce.cuh>
 #include <lnformer/ops/layer_norm.hpp>
 
 #include <algorithm>
@@ -31,10 +32,6 @@
 
 namespace lnformer::cuda::detail::layer_norm {
 
-/// Threads of a row block: the row length rounded up to a warp, at most this many.
-inline constexpr int kMaxRowThreads = 512;
-/// At most this many row blocks; a grid-stride loop covers the rest of the rows.
-inline constexpr std::int64_t kMaxRowBlocks = std::int64_t{1} << 16;
 /// param_partials geometry: 32 columns (lanes) by 8 row lanes per block.
 inline constexpr int kColTile = 32;
 inline constexpr int kRowLanes = 8;
@@ -43,49 +40,11 @@ inline constexpr int kFoldRows = 32;
 /// Device scratch slot of the parameter partials (see cuda::Context::workspace).
 inline constexpr int kWorkspaceSlot = 1;
 
-inline int row_threads(std::int64_t d) {
-  return static_cast<int>(std::min<std::int64_t>(kMaxRowThreads, (d + 31) / 32 * 32));
-}
-inline unsigned row_blocks(std::int64_t rows) {
-  return static_cast<unsigned>(std::min<std::int64_t>(rows, kMaxRowBlocks));
-}
-
-__device__ inline float warp_sum(float v) {
-  // xor butterfly: every lane ends with the same value (a + b == b + a exactly).
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-/// Sum of `a` (and of `b`) over the block, returned to every thread. blockDim.x is a multiple of 32
-/// (at most 1024); `shared` holds 64 floats. Every thread of the block must call it.
-__device__ inline void block_sum2(float& a, float& b, float* shared) {
-  a = warp_sum(a);
-  b = warp_sum(b);
-  int const lane = static_cast<int>(threadIdx.x) & 31;
-  int const warp = static_cast<int>(threadIdx.x) >> 5;
-  int const warps = static_cast<int>(blockDim.x) >> 5;
-  __syncthreads();  // readers of an earlier call are done with `shared`
-  if (lane == 0) {
-    shared[warp] = a;
-    shared[32 + warp] = b;
-  }
-  __syncthreads();
-  // Every warp reduces the per-warp sums itself, in the same order: all threads agree.
-  a = warp_sum(lane < warps ? shared[lane] : 0.f);
-  b = warp_sum(lane < warps ? shared[32 + lane] : 0.f);
-}
-
-__device__ inline float block_sum(float a, float* shared) {
-  float b = 0.f;
-  block_sum2(a, b, shared);
-  return a;
-}
-
 template <class T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     forward_kernel(T* y, T* mean, T* rstd, T const* x, T const* gamma, T const* beta, float eps,
                    std::int64_t rows, std::int64_t d) {
-  __shared__ float shared[64];
+  __shared__ float shared[64];  // block_sum2's size (block_sum uses 32)
   float const inv_d = 1.f / static_cast<float>(d);
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     T const* xr = x + r * d;
@@ -210,10 +169,8 @@ inline void layer_norm_forward(Gpu, View<Gpu> y, View<Gpu> mean, View<Gpu> rstd,
   auto const dims = check::layer_norm_forward<Gpu>(y, mean, rstd, x, gamma, beta, eps);
   std::int64_t const rows = dims.rows, d = dims.d;
   if (rows == 0) return;
-  auto& ctx = cuda::context();
-  ln::forward_kernel<<<ln::row_blocks(rows), ln::row_threads(d), 0, ctx.stream()>>>(
-      y.data(), mean.empty() ? nullptr : mean.data(), rstd.empty() ? nullptr : rstd.data(), x.data(),
-      gamma.data(), beta.data(), eps, rows, d);
+  cuda::detail::launch_rows(ln::forward_kernel<float>, rows, d, y.data(), mean.empty() ? nullptr : mean.data(),
+                            rstd.empty() ? nullptr : rstd.data(), x.data(), gamma.data(), beta.data(), eps, rows, d);
   LNF_CUDA_LAUNCH_CHECK(layer_norm_forward_kernel);
 }
 
@@ -250,8 +207,8 @@ inline void layer_norm_backward(Gpu, View<Gpu> dx, View<Gpu> dgamma, View<Gpu> d
     LNF_CUDA_LAUNCH_CHECK(layer_norm_param_finalize_kernel);
   }
   if (want_dx) {
-    ln::dx_kernel<<<ln::row_blocks(rows), ln::row_threads(d), 0, ctx.stream()>>>(
-        dx.data(), dy.data(), x.data(), mean.data(), rstd.data(), gamma.data(), rows, d);
+    cuda::detail::launch_rows(ln::dx_kernel<float>, rows, d, dx.data(), dy.data(), x.data(), mean.data(),
+                              rstd.data(), gamma.data(), rows, d);
     LNF_CUDA_LAUNCH_CHECK(layer_norm_dx_kernel);
   }
 }

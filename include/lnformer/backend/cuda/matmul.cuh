@@ -67,22 +67,27 @@ inline Presented present(Operand const& o) {
 /// Dims and strides by value for a kernel (std::array's accessors are host functions).
 struct Geometry {
   std::int64_t d0, d1, d2, d3, s0, s1, s2, s3;
+
+  static Geometry of(Operand const& o) { return {o.d[0], o.d[1], o.d[2], o.d[3], o.s[0], o.s[1], o.s[2], o.s[3]}; }
+
+  /// Offset of the element at row-major position i of [d0, d1, d2, d3].
+  __device__ std::int64_t offset(std::int64_t i) const {
+    std::int64_t const col = i % d3;
+    i /= d3;
+    std::int64_t const r = i % d2;
+    i /= d2;
+    std::int64_t const b1 = i % d1;
+    std::int64_t const b0 = i / d1;
+    return b0 * s0 + b1 * s1 + r * s2 + col * s3;
+  }
 };
 
 /// Copy a strided rank-4 operand into dense row-major memory (broadcast batch dims stay size 1).
 template <class T>  // a template: a plain __global__ in a header is defined in every .cu including it
 __global__ void pack_kernel(T* __restrict__ dst, T const* __restrict__ src, Geometry g, std::int64_t n) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::int64_t rest = i;
-    std::int64_t const c = rest % g.d3;
-    rest /= g.d3;
-    std::int64_t const r = rest % g.d2;
-    rest /= g.d2;
-    std::int64_t const b1 = rest % g.d1;
-    std::int64_t const b0 = rest / g.d1;
-    dst[i] = src[b0 * g.s0 + b1 * g.s1 + r * g.s2 + c * g.s3];
-  }
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = src[g.offset(i)];
 }
 
 /// c = beta c over a strided rank-4 view (beta = 0 writes zeros, whatever c held).
@@ -90,14 +95,7 @@ template <class T>
 __global__ void scale_kernel(T* __restrict__ c, Geometry g, std::int64_t n, T beta) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::int64_t rest = i;
-    std::int64_t const col = rest % g.d3;
-    rest /= g.d3;
-    std::int64_t const r = rest % g.d2;
-    rest /= g.d2;
-    std::int64_t const b1 = rest % g.d1;
-    std::int64_t const b0 = rest / g.d1;
-    T& v = c[b0 * g.s0 + b1 * g.s1 + r * g.s2 + col * g.s3];
+    T& v = c[g.offset(i)];
     v = beta == T(0) ? T(0) : beta * v;
   }
 }
@@ -105,8 +103,8 @@ __global__ void scale_kernel(T* __restrict__ c, Geometry g, std::int64_t n, T be
 inline void scale_c(Operand const& c, float beta) {
   std::int64_t const n = c.d[0] * c.d[1] * c.d[2] * c.d[3];
   if (n == 0 || beta == 1.f) return;
-  Geometry const g{c.d[0], c.d[1], c.d[2], c.d[3], c.s[0], c.s[1], c.s[2], c.s[3]};
-  scale_kernel<float><<<blocks_for(n), kThreads, 0, context().stream()>>>(const_cast<float*>(c.p), g, n, beta);
+  scale_kernel<float><<<blocks_for(n), kThreads, 0, context().stream()>>>(const_cast<float*>(c.p), Geometry::of(c),
+                                                                          n, beta);
   LNF_CUDA_LAUNCH_CHECK(scale_kernel);
 }
 
@@ -116,8 +114,7 @@ inline Operand packed(Operand const& o, int slot) {
   std::int64_t const n = o.d[0] * o.d[1] * o.d[2] * o.d[3];
   auto* dst = static_cast<float*>(ctx.workspace(slot, static_cast<std::size_t>(n) * sizeof(float)));
   if (n > 0) {
-    Geometry const g{o.d[0], o.d[1], o.d[2], o.d[3], o.s[0], o.s[1], o.s[2], o.s[3]};
-    pack_kernel<float><<<blocks_for(n), kThreads, 0, ctx.stream()>>>(dst, o.p, g, n);
+    pack_kernel<float><<<blocks_for(n), kThreads, 0, ctx.stream()>>>(dst, o.p, Geometry::of(o), n);
     LNF_CUDA_LAUNCH_CHECK(pack_kernel);
   }
   Operand q = o;
@@ -172,62 +169,18 @@ inline void run(View<Gpu> cv, CView<Gpu> av, CView<Gpu> bv, float alpha, float b
   }
 }
 
-/// The same memory with the last two dims swapped.
-template <class T>
-TensorView<Gpu, T> swap_last2(TensorView<Gpu, T> v) {
-  Dims d{};
-  Strides s = v.strides();
-  int const r = v.rank();
-  for (int i = 0; i < r; ++i) d[i] = v.size(i);
-  std::swap(d[r - 1], d[r - 2]);
-  std::swap(s[r - 1], s[r - 2]);
-  return TensorView<Gpu, T>(v.data(), Shape::from(d.begin(), d.begin() + r), s);
-}
-
-/// [..., f] -> [rows, f]; callers have checked that rank > 2 views are contiguous.
-template <class T>
-TensorView<Gpu, T> rows_of(TensorView<Gpu, T> v) {
-  if (v.rank() == 2) return v;
-  std::int64_t rows = 1;
-  for (int i = 0; i < v.rank() - 1; ++i) rows *= v.size(i);
-  return TensorView<Gpu, T>(v.data(), Shape{rows, v.size(-1)});
-}
+using ops::detail::gemm::rows_of;
+using ops::detail::gemm::swap_last2;
 
 /// c = alpha x @ y where c is 1 in batch dims where x or y are not: summed over those dims (the
-/// gradient of a broadcast operand). One GEMM per index of the summed dims, the first assigning.
+/// gradient of a broadcast operand). One GEMM per index of the summed dims, the first assigning
+/// (ops::detail::gemm::for_each_reduced); a sum over an empty batch dim writes zeros.
 inline void run_reduce(View<Gpu> c, CView<Gpu> x, CView<Gpu> y, float alpha) {
-  int const r = c.rank();
-  std::array<int, 2> red{};
-  int n_red = 0;
-  std::int64_t count = 1;
-  for (int i = 0; i < r - 2; ++i) {
-    std::int64_t const full = std::max(x.size(i), y.size(i));
-    if (c.size(i) == 1 && full > 1) red[n_red++] = i, count *= full;
-    if (c.size(i) == 1 && full == 0) count = 0;  // a summed dim of size 0
-  }
+  namespace og = ops::detail::gemm;
   if (c.numel() == 0) return;
-  if (count == 0) return scale_c(Operand::of(c), 0.f);  // summed over an empty batch dim: zeros
-  if (n_red == 0) return run(c, x, y, alpha, 0.f);
-  auto fix = [&](CView<Gpu> v, std::array<std::int64_t, 2> const& idx) {
-    Dims d{};
-    for (int i = 0; i < r; ++i) d[i] = v.size(i);
-    float const* p = v.data();
-    for (int t = 0; t < n_red; ++t) {
-      int const i = red[t];
-      if (v.size(i) > 1) p += idx[t] * v.strides()[i], d[i] = 1;
-    }
-    return CView<Gpu>(p, Shape::from(d.begin(), d.begin() + r), v.strides());
-  };
-  for (std::int64_t t = 0; t < count; ++t) {
-    std::array<std::int64_t, 2> idx{};
-    std::int64_t rest = t;
-    for (int u = n_red - 1; u >= 0; --u) {
-      std::int64_t const full = std::max(x.size(red[u]), y.size(red[u]));
-      idx[u] = rest % full;
-      rest /= full;
-    }
-    run(c, fix(x, idx), fix(y, idx), alpha, t == 0 ? 0.f : 1.f);
-  }
+  if (og::sums_over_empty(c, x, y)) return scale_c(Operand::of(c), 0.f);
+  og::for_each_reduced(c, x, y,
+                       [&](View<Gpu> cs, CView<Gpu> xs, CView<Gpu> ys, float beta) { run(cs, xs, ys, alpha, beta); });
 }
 
 /// y[i, j] += bias[j] for y [rows, cols] with row stride ys (bias with stride bs).

@@ -1,7 +1,8 @@
 #pragma once
 // GPU fused optimizer updates: sgd_update, adam_update, radam_update for Gpu, one grid-stride kernel
-// each, with the signatures, checks and dispatch of optim/update.hpp's host versions (which are
-// constrained to host-accessible backends, so they never match Gpu).
+// each, with the signatures of optim/update.hpp's host versions (which are constrained to
+// host-accessible backends, so they never match Gpu) and their operand checks (check_sgd_operands,
+// check_adam_operands) and variant dispatch (with_*_variant), which update.hpp shares.
 //
 // The kernels follow the host loops operation by operation (same operands, same order), and each
 // operation is one IEEE single-precision operation rounded to nearest (__fmul_rn, __fadd_rn, __fdiv_rn,
@@ -109,67 +110,32 @@ void launch_radam(float* p, float* m, float* v, float const* g, std::int64_t n, 
 namespace lnformer::ops {
 
 inline void sgd_update(Gpu, View<Gpu> param, View<Gpu> momentum_buffer, CView<Gpu> grad, SgdCoefficients const& c) {
-  std::int64_t const n = param.numel();
-  ::lnformer::detail::check_optim_operand("sgd_update", "param", param, n);
-  ::lnformer::detail::check_optim_operand("sgd_update", "grad", grad, n);
-  bool const momentum = c.momentum != 0.f;
-  if (momentum) ::lnformer::detail::check_optim_operand("sgd_update", "momentum_buffer", momentum_buffer, n);
+  std::int64_t const n = ::lnformer::detail::check_sgd_operands(param, momentum_buffer, grad, c);
   if (n == 0) return;
-  namespace k = cuda::detail::optimizer;
-  float* p = param.data();
-  float* b = momentum_buffer.data();
-  float const* g = grad.data();
-  bool const decay = c.weight_decay != 0.f;
-  if (!momentum)
-    decay ? k::launch_sgd<true, false, false>(p, b, g, n, c) : k::launch_sgd<false, false, false>(p, b, g, n, c);
-  else if (c.nesterov)
-    decay ? k::launch_sgd<true, true, true>(p, b, g, n, c) : k::launch_sgd<false, true, true>(p, b, g, n, c);
-  else
-    decay ? k::launch_sgd<true, true, false>(p, b, g, n, c) : k::launch_sgd<false, true, false>(p, b, g, n, c);
+  ::lnformer::detail::with_sgd_variant(c, [&]<bool Decay, bool Momentum, bool Nesterov>() {
+    cuda::detail::optimizer::launch_sgd<Decay, Momentum, Nesterov>(param.data(), momentum_buffer.data(), grad.data(),
+                                                                   n, c);
+  });
 }
 
 inline void adam_update(Gpu, View<Gpu> param, View<Gpu> exp_avg, View<Gpu> exp_avg_sq, CView<Gpu> grad,
                         AdamCoefficients const& c) {
-  std::int64_t const n = param.numel();
-  ::lnformer::detail::check_optim_operand("adam_update", "param", param, n);
-  ::lnformer::detail::check_optim_operand("adam_update", "exp_avg", exp_avg, n);
-  ::lnformer::detail::check_optim_operand("adam_update", "exp_avg_sq", exp_avg_sq, n);
-  ::lnformer::detail::check_optim_operand("adam_update", "grad", grad, n);
+  std::int64_t const n = ::lnformer::detail::check_adam_operands("adam_update", param, exp_avg, exp_avg_sq, grad);
   if (n == 0) return;
-  namespace k = cuda::detail::optimizer;
-  bool const coupled = c.weight_decay != 0.f, decoupled = c.param_scale != 1.f;
-  float* p = param.data();
-  float* m = exp_avg.data();
-  float* v = exp_avg_sq.data();
-  float const* g = grad.data();
-  if (coupled && decoupled)
-    k::launch_adam<true, true>(p, m, v, g, n, c);
-  else if (coupled)
-    k::launch_adam<true, false>(p, m, v, g, n, c);
-  else if (decoupled)
-    k::launch_adam<false, true>(p, m, v, g, n, c);
-  else
-    k::launch_adam<false, false>(p, m, v, g, n, c);
+  ::lnformer::detail::with_adam_variant(c, [&]<bool Coupled, bool Decoupled>() {
+    cuda::detail::optimizer::launch_adam<Coupled, Decoupled>(param.data(), exp_avg.data(), exp_avg_sq.data(),
+                                                             grad.data(), n, c);
+  });
 }
 
 inline void radam_update(Gpu, View<Gpu> param, View<Gpu> exp_avg, View<Gpu> exp_avg_sq, CView<Gpu> grad,
                          RAdamCoefficients const& c) {
-  std::int64_t const n = param.numel();
-  ::lnformer::detail::check_optim_operand("radam_update", "param", param, n);
-  ::lnformer::detail::check_optim_operand("radam_update", "exp_avg", exp_avg, n);
-  ::lnformer::detail::check_optim_operand("radam_update", "exp_avg_sq", exp_avg_sq, n);
-  ::lnformer::detail::check_optim_operand("radam_update", "grad", grad, n);
+  std::int64_t const n = ::lnformer::detail::check_adam_operands("radam_update", param, exp_avg, exp_avg_sq, grad);
   if (n == 0) return;
-  namespace k = cuda::detail::optimizer;
-  bool const coupled = c.weight_decay != 0.f;
-  float* p = param.data();
-  float* m = exp_avg.data();
-  float* v = exp_avg_sq.data();
-  float const* g = grad.data();
-  if (c.rectify)
-    coupled ? k::launch_radam<true, true>(p, m, v, g, n, c) : k::launch_radam<false, true>(p, m, v, g, n, c);
-  else
-    coupled ? k::launch_radam<true, false>(p, m, v, g, n, c) : k::launch_radam<false, false>(p, m, v, g, n, c);
+  ::lnformer::detail::with_radam_variant(c, [&]<bool Coupled, bool Rectify>() {
+    cuda::detail::optimizer::launch_radam<Coupled, Rectify>(param.data(), exp_avg.data(), exp_avg_sq.data(),
+                                                            grad.data(), n, c);
+  });
 }
 
 }  // namespace lnformer::ops

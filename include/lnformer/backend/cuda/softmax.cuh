@@ -3,7 +3,8 @@
 // float arithmetic, as the CPU backend.
 //
 // One thread block per row (a grid-stride loop over rows), its threads striding over the row's
-// columns; block reductions by warp shuffles, then across warps through shared memory.
+// columns; block reductions (cuda/reduce.cuh) by warp shuffles, then across warps through shared
+// memory.
 //   forward:  v = scale * x + mask (one fmaf, recomputed identically in every sweep, never stored),
 //             1. m = max_j v (a row whose max is -inf, fully masked, is written as zeros),
 //             2. s = sum_j exp(v - m), 3. y = exp(v - m) / s.
@@ -18,24 +19,12 @@
 // Limits: any row length (threads loop over the row); rows up to 2^63 (64-bit offsets, grid-stride).
 
 #include <lnformer/backend/cuda/gpu.cuh>
+#include <lnformer/backend/cuda/reduce.cuh>
 #include <lnformer/ops/softmax.hpp>
 
-#include <algorithm>
 #include <cstdint>
 
 namespace lnformer::cuda::detail::softmax {
-
-/// Threads of a row block: the row length rounded up to a warp, at most this many.
-inline constexpr int kMaxRowThreads = 512;
-/// At most this many row blocks; a grid-stride loop covers the rest of the rows.
-inline constexpr std::int64_t kMaxRowBlocks = std::int64_t{1} << 16;
-
-inline int row_threads(std::int64_t n) {
-  return static_cast<int>(std::min<std::int64_t>(kMaxRowThreads, (n + 31) / 32 * 32));
-}
-inline unsigned row_blocks(std::int64_t rows) {
-  return static_cast<unsigned>(std::min<std::int64_t>(rows, kMaxRowBlocks));
-}
 
 /// Where each row's mask lives, passed to the kernel by value (from ops::SoftmaxLayout).
 struct MaskRows {
@@ -69,34 +58,6 @@ inline MaskRows mask_rows(ops::SoftmaxLayout const& l) {
     m.lead_stride[i] = l.mask_lead_stride[static_cast<std::size_t>(i)];
   }
   return m;
-}
-
-__device__ inline float neg_inf() { return -__int_as_float(0x7f800000); }
-
-__device__ inline float warp_sum(float v) {
-  // xor butterfly: every lane ends with the same value (a + b == b + a exactly).
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ inline float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-/// Sum (kMax false) or max (kMax true) of v over the block, returned to every thread. blockDim.x is
-/// a multiple of 32 (at most 1024); `shared` holds 32 floats. Every thread of the block must call it.
-template <bool kMax>
-__device__ inline float block_reduce(float v, float* shared) {
-  v = kMax ? warp_max(v) : warp_sum(v);
-  int const lane = static_cast<int>(threadIdx.x) & 31;
-  int const warp = static_cast<int>(threadIdx.x) >> 5;
-  int const warps = static_cast<int>(blockDim.x) >> 5;
-  __syncthreads();  // readers of an earlier call are done with `shared`
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  // Every warp reduces the per-warp results itself, in the same order: all threads agree.
-  float const t = lane < warps ? shared[lane] : (kMax ? neg_inf() : 0.f);
-  return kMax ? warp_max(t) : warp_sum(t);
 }
 
 /// mask: null when there is none; else row r's mask element j is mask[rows.row_offset(r) + j * col_stride].
@@ -151,19 +112,16 @@ inline void softmax_forward(Gpu, View<Gpu> y, CView<Gpu> x, CView<Gpu> mask, flo
   namespace sm = cuda::detail::softmax;
   auto const l = check::softmax_forward<Gpu>(y, x, mask, scale);
   if (l.rows == 0) return;
-  auto& ctx = cuda::context();
-  sm::forward_kernel<<<sm::row_blocks(l.rows), sm::row_threads(l.cols), 0, ctx.stream()>>>(
-      y.data(), x.data(), l.masked ? mask.data() : nullptr, sm::mask_rows(l), scale, l.rows, l.cols);
+  cuda::detail::launch_rows(sm::forward_kernel<float>, l.rows, l.cols, y.data(), x.data(),
+                            l.masked ? mask.data() : nullptr, sm::mask_rows(l), scale, l.rows, l.cols);
   LNF_CUDA_LAUNCH_CHECK(softmax_forward_kernel);
 }
 
 inline void softmax_backward(Gpu, View<Gpu> dx, CView<Gpu> dy, CView<Gpu> y, float scale) {
-  namespace sm = cuda::detail::softmax;
   auto const l = check::softmax_backward<Gpu>(dx, dy, y, scale);
   if (l.rows == 0) return;
-  auto& ctx = cuda::context();
-  sm::backward_kernel<<<sm::row_blocks(l.rows), sm::row_threads(l.cols), 0, ctx.stream()>>>(
-      dx.data(), dy.data(), y.data(), scale, l.rows, l.cols);
+  cuda::detail::launch_rows(cuda::detail::softmax::backward_kernel<float>, l.rows, l.cols, dx.data(), dy.data(),
+                            y.data(), scale, l.rows, l.cols);
   LNF_CUDA_LAUNCH_CHECK(softmax_backward_kernel);
 }
 

@@ -29,15 +29,6 @@ struct Mat4 {
   }
 };
 
-/// [..., f] -> [rows, f] (rank > 2 views are contiguous, checked by the callers).
-template <class T>
-TensorView<Reference, T> rows_of(TensorView<Reference, T> v) {
-  if (v.rank() == 2) return v;
-  std::int64_t rows = 1;
-  for (int i = 0; i < v.rank() - 1; ++i) rows *= v.size(i);
-  return TensorView<Reference, T>(v.data(), Shape{rows, v.size(-1)});  // contiguous: checked by the callers
-}
-
 }  // namespace lnformer::reference::detail::gemm
 
 namespace lnformer::ops {
@@ -103,8 +94,8 @@ inline void matmul_backward(Reference, View<Reference> da, View<Reference> db, C
 inline void linear_forward(Reference, View<Reference> y, CView<Reference> x, CView<Reference> w,
                            CView<Reference> bias) {
   check::linear_forward<Reference>(y, x, w, bias);
-  auto const x2 = reference::detail::gemm::rows_of(x);
-  auto const y2 = reference::detail::gemm::rows_of(y);
+  auto const x2 = detail::gemm::rows_of(x);
+  auto const y2 = detail::gemm::rows_of(y);
   for (std::int64_t i = 0; i < x2.size(0); ++i)
     for (std::int64_t o = 0; o < w.size(0); ++o) {
       double s = bias.empty() ? 0.0 : bias.data()[o * bias.stride(0)];
@@ -118,8 +109,8 @@ inline void linear_forward(Reference, View<Reference> y, CView<Reference> x, CVi
 inline void linear_backward(Reference, View<Reference> dx, View<Reference> dw, View<Reference> dbias,
                             CView<Reference> dy, CView<Reference> x, CView<Reference> w) {
   check::linear_backward<Reference>(dx, dw, dbias, dy, x, w);
-  auto const x2 = reference::detail::gemm::rows_of(x);
-  auto const dy2 = reference::detail::gemm::rows_of(dy);
+  auto const x2 = detail::gemm::rows_of(x);
+  auto const dy2 = detail::gemm::rows_of(dy);
   std::int64_t const rows = x2.size(0), in = w.size(1), out = w.size(0);
   auto DY = [&](std::int64_t i, std::int64_t o) -> double {
     return dy2.data()[i * dy2.stride(0) + o * dy2.stride(1)];
@@ -131,7 +122,7 @@ inline void linear_backward(Reference, View<Reference> dx, View<Reference> dw, V
     return w.data()[o * w.stride(0) + p * w.stride(1)];
   };
   if (!dx.empty()) {
-    auto const dx2 = reference::detail::gemm::rows_of(dx);
+    auto const dx2 = detail::gemm::rows_of(dx);
     for (std::int64_t i = 0; i < rows; ++i)
       for (std::int64_t p = 0; p < in; ++p) {
         double s = 0;
