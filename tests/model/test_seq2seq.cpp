@@ -87,6 +87,75 @@ TEST_CASE("Seq2Seq with separate embeddings and an untied output projection") {
   gradient_check_model(m, tiny_batch(), "pre untied");
 }
 
+namespace {
+
+/// Records what a backward pass reports, with each gradient as it was when reported.
+struct RecordingHook final : GradientReadyHook<Cpu> {
+  std::vector<std::string> groups;  // the first name of each group, in order
+  std::map<std::string, std::vector<float>> seen;
+  std::map<std::string, int> times;
+  void ready(ParameterList<Cpu> const& group) override {
+    groups.push_back(group.front().name);
+    for (auto const& p : group) {
+      seen[p.name] = p.param->grad.to_host();
+      ++times[p.name];
+    }
+  }
+};
+
+/// Every parameter except the embeddings and the output projection is reported exactly once, and
+/// when it is its gradient is already the final one (bit for bit): a report made too early would
+/// let data-parallel training sum a gradient that later layers still add to.
+template <class Model, class BatchT>
+void check_gradient_reports(Model& m, BatchT const& batch, std::vector<std::string> const& expected_order) {
+  RecordingHook hook;
+  m.zero_grad();
+  auto const s = m.forward(batch, ForwardContext{.training = true, .seed = 3});
+  m.backward(1.f / static_cast<float>(s.tokens), &hook);
+  for (auto const& p : m.parameters()) {
+    bool const late = p.name.find("embed_tokens") != std::string::npos ||
+                      p.name.find("output_projection") != std::string::npos;
+    CAPTURE(p.name);
+    CHECK(hook.times[p.name] == (late ? 0 : 1));
+    if (!late) CHECK(hook.seen[p.name] == p.param->grad.to_host());
+  }
+  REQUIRE(hook.groups.size() == expected_order.size());
+  for (std::size_t i = 0; i < expected_order.size(); ++i) CHECK(hook.groups[i].starts_with(expected_order[i]));
+  // Without a hook the same gradients result.
+  std::map<std::string, std::vector<float>> with_hook;
+  for (auto const& p : m.parameters()) with_hook[p.name] = p.param->grad.to_host();
+  m.zero_grad();
+  (void)m.forward(batch, ForwardContext{.training = true, .seed = 3});
+  m.backward(1.f / static_cast<float>(s.tokens));
+  for (auto const& p : m.parameters()) CHECK(with_hook[p.name] == p.param->grad.to_host());
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("backward reports each layer's parameters once their gradients are final", Norm, PostLN, PreLN,
+                   AdminLN, DeepNorm, ReZero) {
+  bool const final_norm = std::is_same_v<typename Norm::template Final<Cpu>, LayerNorm<Cpu>>;  // PreLN
+  std::vector<std::string> order;
+  if (final_norm) order.push_back("decoder.layer_norm");
+  order.insert(order.end(), {"decoder.layers.1.", "decoder.layers.0."});
+  if (final_norm) order.push_back("encoder.layer_norm");
+  order.insert(order.end(), {"encoder.layers.1.", "encoder.layers.0."});
+  auto c = tiny_config();
+  c.dropout = 0.1f;
+  Seq2Seq<Norm, Cpu> m(c, 3);
+  check_gradient_reports(m, tiny_batch(), order);
+  c.share_embeddings = false;
+  c.tie_output = false;
+  Seq2Seq<Norm, Cpu> untied(c, 4);
+  check_gradient_reports(untied, tiny_batch(), order);
+
+  std::vector<std::string> lm_order;
+  if (final_norm) lm_order.push_back("decoder.layer_norm");
+  lm_order.insert(lm_order.end(), {"decoder.layers.1.", "decoder.layers.0."});
+  LanguageModel<Norm, Cpu> lm(c, 5);
+  check_gradient_reports(lm, tiny_lm_batch(), lm_order);
+}
+
 TEST_CASE("parameter names follow fairseq") {
   Seq2Seq<PreLN, Cpu> pre(tiny_config(), 1);
   Seq2Seq<AdminLN, Cpu> admin(tiny_config(), 1);

@@ -19,8 +19,10 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <exception>
+#include <vector>
 
 namespace lnformer::dist {
 
@@ -106,20 +108,57 @@ class Mpi final : public Communicator {
     }
   }
   void do_barrier() override { LNF_MPI_CHECK(MPI_Barrier(comm_)); }
+  std::int64_t do_start_allreduce_sum(std::span<float> x) override {
+    std::vector<MPI_Request> requests;
+    for_each_piece(x.data(), x.size(), MPI_FLOAT, [&](void* p, int count) {
+      requests.push_back(MPI_REQUEST_NULL);
+      LNF_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p, count, MPI_FLOAT, MPI_SUM, comm_, &requests.back()));
+    });
+    // A free slot, else a new one: the ticket is the slot's index.
+    auto slot = std::find_if(inflight_.begin(), inflight_.end(), [](auto const& r) { return r.empty(); });
+    if (slot == inflight_.end()) slot = inflight_.insert(inflight_.end(), std::vector<MPI_Request>{});
+    *slot = std::move(requests);
+    if (slot->empty()) slot->push_back(MPI_REQUEST_NULL);  // an empty sum: complete, but the ticket is live
+    return slot - inflight_.begin();
+  }
+  bool do_test(std::int64_t ticket) override {
+    auto& r = requests_of(ticket);
+    int done = 0;
+    LNF_MPI_CHECK(MPI_Testall(static_cast<int>(r.size()), r.data(), &done, MPI_STATUSES_IGNORE));
+    if (done != 0) r.clear();
+    return done != 0;
+  }
+  void do_wait(std::int64_t ticket) override {
+    auto& r = requests_of(ticket);
+    LNF_MPI_CHECK(MPI_Waitall(static_cast<int>(r.size()), r.data(), MPI_STATUSES_IGNORE));
+    r.clear();
+  }
 
  private:
-  void reduce(void* data, std::size_t n, MPI_Datatype type) {
+  std::vector<MPI_Request>& requests_of(std::int64_t ticket) {
+    LNF_EXPECTS_AS(ValueError,
+                   ticket >= 0 && ticket < static_cast<std::int64_t>(inflight_.size()) &&
+                       !inflight_[static_cast<std::size_t>(ticket)].empty(),
+                   "MPI: no operation in flight has ticket {}", ticket);
+    return inflight_[static_cast<std::size_t>(ticket)];
+  }
+  /// MPI counts are int: a large buffer goes in pieces of at most 1 GiB.
+  template <class F>
+  static void for_each_piece(void* data, std::size_t n, MPI_Datatype type, F&& f) {
     int elem = 0;
     MPI_Type_size(type, &elem);
     std::size_t const max_count = (std::size_t{1} << 30) / static_cast<std::size_t>(elem);
     auto* bytes = static_cast<char*>(data);
-    for (std::size_t off = 0; off < n; off += max_count) {
-      auto const k = std::min(max_count, n - off);
-      LNF_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + off * static_cast<std::size_t>(elem), static_cast<int>(k), type,
-                                  MPI_SUM, comm_));
-    }
+    for (std::size_t off = 0; off < n; off += max_count)
+      f(bytes + off * static_cast<std::size_t>(elem), static_cast<int>(std::min(max_count, n - off)));
+  }
+  void reduce(void* data, std::size_t n, MPI_Datatype type) {
+    for_each_piece(data, n, type, [&](void* p, int count) {
+      LNF_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p, count, type, MPI_SUM, comm_));
+    });
   }
   MPI_Comm comm_;
+  std::vector<std::vector<MPI_Request>> inflight_;  // by ticket; empty: a free slot
   int rank_ = 0;
   int size_ = 1;
 };

@@ -51,7 +51,11 @@ class LanguageModel {
     CView<B> h = decoder.forward(batch.input, batch.input_pos, causal_, ctx);
     return head.forward(h, batch.target);
   }
-  void backward(float grad_scale) { decoder.backward(head.backward(grad_scale)); }
+  /// Gradient of grad_scale * (summed loss of the last forward); parameter gradients accumulate.
+  /// `hook` (if any) hears of each layer's parameters as soon as their gradients are complete.
+  void backward(float grad_scale, GradientReadyHook<B>* hook = nullptr) {
+    decoder.backward(head.backward(grad_scale), hook);
+  }
   LossStats train_step(LmBatch<B> const& batch, ForwardContext const& ctx) {
     auto s = forward(batch, ctx);
     backward(s.tokens > 0 ? 1.f / static_cast<float>(s.tokens) : 0.f);

@@ -59,9 +59,10 @@ class Seq2Seq {
     return head.forward(h, batch.target);
   }
   /// Gradient of grad_scale * (summed loss of the last forward); parameter gradients accumulate.
-  void backward(float grad_scale) {
-    CView<B> dmem = decoder.backward(head.backward(grad_scale));
-    encoder.backward(dmem);
+  /// `hook` (if any) hears of each layer's parameters as soon as their gradients are complete.
+  void backward(float grad_scale, GradientReadyHook<B>* hook = nullptr) {
+    CView<B> dmem = decoder.backward(head.backward(grad_scale), hook);
+    encoder.backward(dmem, hook);
   }
   /// forward + backward of the mean loss over target tokens.
   LossStats train_step(Batch<B> const& batch, ForwardContext const& ctx) {

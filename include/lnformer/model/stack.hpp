@@ -50,14 +50,19 @@ class Encoder {
     for (auto& l : layers) x = l.forward(x, mask, ctx);
     return final.forward(x);
   }
-  /// Accumulates every parameter gradient, the embedding's included.
-  void backward(CView<B> dy) {
+  /// Accumulates every parameter gradient, the embedding's included; tells `hook` (if any) about
+  /// the final layer norm and each layer as soon as their gradients are complete.
+  void backward(CView<B> dy, GradientReadyHook<B>* hook = nullptr) {
     dy = final.backward(dy);
-    for (auto it = layers.rbegin(); it != layers.rend(); ++it) dy = it->backward(dy);
+    detail::report_ready(hook, [&](ParameterList<B>& g) { final.collect(prefix_ + ".layer_norm", g); });
+    for (std::size_t l = layers.size(); l-- > 0;) {
+      dy = layers[l].backward(dy);
+      detail::report_ready(hook, [&](ParameterList<B>& g) { layers[l].collect(layer_name(l), g); });
+    }
     embed_->backward(drop_.backward(dy), ids_);
   }
   void collect(ParameterList<B>& out) {
-    for (std::size_t l = 0; l < layers.size(); ++l) layers[l].collect(prefix_ + ".layers." + std::to_string(l), out);
+    for (std::size_t l = 0; l < layers.size(); ++l) layers[l].collect(layer_name(l), out);
     final.collect(prefix_ + ".layer_norm", out);
   }
   template <class F>
@@ -70,6 +75,7 @@ class Encoder {
   TokenEmbedding<B>* embed_;
   Dropout<B> drop_;
   std::string prefix_;
+  [[nodiscard]] std::string layer_name(std::size_t l) const { return prefix_ + ".layers." + std::to_string(l); }
   TensorView<B, std::int32_t const> ids_;
   Tensor<B> emb_;
 };
@@ -109,17 +115,22 @@ class Decoder {
     for (auto& l : layers) x = l.forward(x, memory, causal, memory_mask, ctx);
     return final.forward(x);
   }
-  /// Accumulates parameter gradients; returns the gradient with respect to the encoder output.
-  CView<B> backward(CView<B> dy) {
+  /// Accumulates parameter gradients; returns the gradient with respect to the encoder output. Tells
+  /// `hook` (if any) about the final layer norm and each layer as soon as their gradients are complete.
+  CView<B> backward(CView<B> dy, GradientReadyHook<B>* hook = nullptr) {
     auto dmem = detail::ensure(dmem_, memory_shape_);
     ops::fill(B{}, dmem, 0.f);
     dy = final.backward(dy);
-    for (auto it = layers.rbegin(); it != layers.rend(); ++it) dy = it->backward(dy, dmem);
+    detail::report_ready(hook, [&](ParameterList<B>& g) { final.collect(prefix_ + ".layer_norm", g); });
+    for (std::size_t l = layers.size(); l-- > 0;) {
+      dy = layers[l].backward(dy, dmem);
+      detail::report_ready(hook, [&](ParameterList<B>& g) { layers[l].collect(layer_name(l), g); });
+    }
     embed_->backward(drop_.backward(dy), ids_);
     return dmem;
   }
   void collect(ParameterList<B>& out) {
-    for (std::size_t l = 0; l < layers.size(); ++l) layers[l].collect(prefix_ + ".layers." + std::to_string(l), out);
+    for (std::size_t l = 0; l < layers.size(); ++l) layers[l].collect(layer_name(l), out);
     final.collect(prefix_ + ".layer_norm", out);
   }
   template <class F>
@@ -145,6 +156,7 @@ class Decoder {
   TokenEmbedding<B>* embed_;
   Dropout<B> drop_;
   std::string prefix_;
+  [[nodiscard]] std::string layer_name(std::size_t l) const { return prefix_ + ".layers." + std::to_string(l); }
   TensorView<B, std::int32_t const> ids_;
   Shape memory_shape_;
   Tensor<B> emb_, dmem_, causal_;

@@ -42,6 +42,24 @@ struct ParameterRef {
 template <class B>
 using ParameterList = std::vector<ParameterRef<B>>;
 
+/// Told during a backward pass each time a group of parameters holds its final gradient for that
+/// pass: the models' stacks report each layer (and their final layer norm) as soon as its backward
+/// has run, so that data-parallel training can sum those gradients over the ranks while the rest
+/// of the backward pass computes (dist::GradientReducer). Parameters that collect gradient until
+/// the very end (the embeddings, a tied output projection) are never reported; whoever listens
+/// handles them after backward. A model's backward(scale, hook) with hook == nullptr reports nothing.
+template <class B>
+class GradientReadyHook {
+ public:
+  virtual void ready(ParameterList<B> const& group) = 0;
+
+ protected:
+  GradientReadyHook() = default;
+  GradientReadyHook(GradientReadyHook const&) = default;
+  GradientReadyHook& operator=(GradientReadyHook const&) = default;
+  ~GradientReadyHook() = default;
+};
+
 /// Per-forward-pass settings. Dropout masks are a pure function of (seed, site, pass), so the same
 /// context reproduces the same masks (the Admin profile and the perturbation analysis rely on it).
 struct ForwardContext {
@@ -51,6 +69,15 @@ struct ForwardContext {
 };
 
 namespace detail {
+
+/// Tells `hook` (if any) that the parameters `collect(list)` appends hold their final gradients.
+template <class B, class Collect>
+void report_ready(GradientReadyHook<B>* hook, Collect&& collect) {
+  if (hook == nullptr) return;
+  ParameterList<B> group;
+  collect(group);
+  if (!group.empty()) hook->ready(group);
+}
 
 /// Reshape `t` to `shape`, reallocating only when the element count changes.
 template <class B, class T>

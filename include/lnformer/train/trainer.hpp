@@ -16,8 +16,9 @@
 // Data parallelism (TrainerOptions::comm, a dist::Communicator such as dist::Mpi): every rank holds
 // the whole model and gives step() its own batch; the update is the one single-process training
 // would make on the concatenation of all ranks' batches. Per step: forward on the local batch; one
-// all-reduce of (loss, nll, target tokens); backward scaled by 1 / (global target tokens); the
-// gradients summed over the ranks in buckets (dist::allreduce_gradients); then clipping, the
+// all-reduce of (loss, nll, target tokens); backward scaled by 1 / (global target tokens), during
+// which the gradients are summed over the ranks in buckets as each layer completes
+// (dist::GradientReducer; the embeddings' after backward); then clipping, the
 // divergence check and the update, identical on every rank because their inputs are. A rank with no
 // batch left (the end of an epoch) calls step_idle() and contributes nothing. The constructor
 // broadcasts rank 0's parameters; save_checkpoint writes on rank 0 only; load_checkpoint reads on
@@ -49,6 +50,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <span>
 #include <utility>
@@ -62,8 +64,11 @@ struct TrainerOptions {
   std::uint64_t seed = 1;      ///< dropout seed (masks are a function of seed, site and step)
   /// Data-parallel training over these ranks (null: this process alone). Not owned.
   dist::Communicator* comm = nullptr;
-  /// Gradient all-reduce bucket, in floats (see dist::allreduce_gradients).
+  /// Gradient all-reduce bucket, in floats (see dist::GradientReducer).
   std::size_t bucket_floats = dist::kDefaultBucketFloats;
+  /// Start each layer's gradient sums during the backward pass (false: all after it). A model whose
+  /// backward takes no GradientReadyHook is always summed after it.
+  bool overlap_allreduce = true;
 };
 
 /// A training run diverged. what() says where; the fields say it to programs.
@@ -106,7 +111,10 @@ class Trainer {
                    "Trainer: clip_norm {} must be finite and >= 0", options_.clip_norm);
     LNF_EXPECTS_AS(ValueError, options_.explode_factor == 0.f || options_.explode_factor > 1.f,
                    "Trainer: explode_factor {} must be 0 (off) or > 1", options_.explode_factor);
-    if (distributed()) dist::broadcast_parameters(*options_.comm, params_);
+    if (distributed()) {
+      dist::broadcast_parameters(*options_.comm, params_);
+      reducer_.emplace(*options_.comm, options_.bucket_floats);
+    }
   }
 
   /// One update from `batch` (a Batch or LmBatch the model's forward takes); with a communicator,
@@ -224,8 +232,20 @@ class Trainer {
     }
     // The gradient of the mean loss over every rank's target tokens (the model's train_step with
     // one rank).
-    if (has_batch) model_.backward(s.loss.tokens > 0 ? 1.f / static_cast<float>(s.loss.tokens) : 0.f);
-    if (distributed()) dist::allreduce_gradients(*options_.comm, params_, bucket_, options_.bucket_floats);
+    float const scale = s.loss.tokens > 0 ? 1.f / static_cast<float>(s.loss.tokens) : 0.f;
+    if (distributed()) {
+      reducer_->begin(params_);
+      if (has_batch) {
+        if constexpr (requires(GradientReadyHook<backend>* h) { model_.backward(scale, h); }) {
+          model_.backward(scale, options_.overlap_allreduce ? &*reducer_ : nullptr);
+        } else {
+          model_.backward(scale);
+        }
+      }
+      reducer_->finish();
+    } else if (has_batch) {
+      model_.backward(scale);
+    }
     s.lr = schedule_(t);
     s.grad_norm = clip_grad_norm(params_, options_.clip_norm);
     double const mean = s.loss.mean_loss();
@@ -255,7 +275,7 @@ class Trainer {
   State state_;
   double best_loss_ = std::numeric_limits<double>::quiet_NaN();
   double last_finite_ = std::numeric_limits<double>::quiet_NaN();
-  std::vector<float> bucket_;  // gradient all-reduce packing buffer (data-parallel only)
+  std::optional<dist::GradientReducer<backend>> reducer_;  // data-parallel only
 };
 
 }  // namespace lnformer
