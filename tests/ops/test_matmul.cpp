@@ -8,6 +8,7 @@
 #include "support.hpp"
 
 #include <doctest/doctest.h>
+#include <omp.h>
 #include <fmt/format.h>
 
 #include <array>
@@ -379,6 +380,21 @@ TEST_CASE("linear_backward: rank 3, strided w, skipped gradients") {
   ops::linear_backward(Reference{}, View<Reference>{}, View<Reference>{}, db_big_r, dy_big_r, x_big_r,
                        w_big_r);
   check_close(db_big, db_big_r, 1e-5, 1e-5, "dbias [1000, 300]");
+  // The same sums with one thread: the row chunks are fixed, so the result is bit for bit the same.
+  int const threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  Tensor<Cpu> db_one(Shape{300});
+  ops::linear_backward(Cpu{}, View<Cpu>{}, View<Cpu>{}, db_one, dy_big, x_big, w_big);
+  omp_set_num_threads(threads);
+  check_close(db_one, db_big, 0, 0, "dbias with 1 thread vs " + std::to_string(threads));
+  // dy whose columns are not contiguous (a transposed view).
+  auto dyt = random_tensor<Cpu>(Shape{7, 1000}, rng);
+  auto dyt_r = to_backend<Reference>(dyt);
+  Tensor<Cpu> x7(Shape{1000, 1}), w7(Shape{7, 1}), db7(Shape{7});
+  Tensor<Reference> x7r(Shape{1000, 1}), w7r(Shape{7, 1}), db7r(Shape{7});
+  ops::linear_backward(Cpu{}, View<Cpu>{}, View<Cpu>{}, db7, dyt.cview().transposed(), x7, w7);
+  ops::linear_backward(Reference{}, View<Reference>{}, View<Reference>{}, db7r, dyt_r.cview().transposed(), x7r, w7r);
+  check_close(db7, db7r, 1e-5, 1e-5, "dbias of a transposed dy");
 }
 
 TEST_CASE("linear_backward: finite differences of dx, dw and dbias") {

@@ -212,30 +212,53 @@ inline void run_reduce(View<Cpu> c, CView<Cpu> x, CView<Cpu> y, float alpha) {
       c, x, y, [&](View<Cpu> cs, CView<Cpu> xs, CView<Cpu> ys, float beta) { run(cs, xs, ys, {}, alpha, beta); });
 }
 
-/// dbias[j] += sum_i dy[i, j] for dy [rows, out]: column blocks in parallel, rows streamed through a
-/// block of double accumulators (vectorised when dy's rows are contiguous).
+/// dbias[j] += sum_i dy[i, j] for dy [rows, out], accumulated in double.
 inline void column_sums_add(View<Cpu> dbias, CView<Cpu> dy) {
-  constexpr std::int64_t kBlock = 64;
   std::int64_t const rows = dy.size(0), cols = dy.size(1);
   std::int64_t const s0 = dy.stride(0), s1 = dy.stride(1), sb = dbias.stride(0);
-  std::int64_t const blocks = (cols + kBlock - 1) / kBlock;
   float const* src = dy.data();
   float* out = dbias.data();
+  if (rows == 0 || cols == 0) return;
+  if (s1 != 1) {  // columns not contiguous (rare): one column at a time
 #pragma omp parallel for schedule(static) if (rows * cols > 32768)
-  for (std::int64_t blk = 0; blk < blocks; ++blk) {
-    std::int64_t const j0 = blk * kBlock, w = std::min(kBlock, cols - j0);
-    double acc[kBlock] = {};
-    if (s1 == 1) {
-      for (std::int64_t i = 0; i < rows; ++i) {
-        float const* row = src + i * s0 + j0;
-#pragma omp simd
-        for (std::int64_t j = 0; j < w; ++j) acc[j] += row[j];
-      }
-    } else {
-      for (std::int64_t i = 0; i < rows; ++i)
-        for (std::int64_t j = 0; j < w; ++j) acc[j] += src[i * s0 + (j0 + j) * s1];
+    for (std::int64_t j = 0; j < cols; ++j) {
+      double acc = 0;
+      for (std::int64_t i = 0; i < rows; ++i) acc += src[i * s0 + j * s1];
+      out[j * sb] += static_cast<float>(acc);
     }
-    for (std::int64_t j = 0; j < w; ++j) out[(j0 + j) * sb] += static_cast<float>(acc[j]);
+    return;
+  }
+  // Rows stream contiguously: each fixed chunk of kRows rows gives a partial sum per column (double),
+  // then the partials are added in chunk order. The chunks do not depend on the thread count, so
+  // neither does the result. (Walking 64-column blocks down all rows instead read 256 bytes per row
+  // at a row stride: 1.2-1.7x slower, more with AVX2 code.)
+  constexpr std::int64_t kRows = 64;
+  std::int64_t const chunks = (rows + kRows - 1) / kRows;
+  thread_local std::vector<double> partial;  // the caller's thread: reused across calls
+  partial.resize(static_cast<std::size_t>(chunks * cols));
+  double* part = partial.data();
+  bool const parallel = rows * cols > 32768;
+#pragma omp parallel if (parallel)
+  {
+#pragma omp for schedule(static)
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      double* acc = part + c * cols;
+      std::int64_t const r0 = c * kRows, r1 = std::min(rows, r0 + kRows);
+      float const* first = src + r0 * s0;
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) acc[j] = first[j];
+      for (std::int64_t i = r0 + 1; i < r1; ++i) {
+        float const* row = src + i * s0;
+#pragma omp simd
+        for (std::int64_t j = 0; j < cols; ++j) acc[j] += row[j];
+      }
+    }
+#pragma omp for schedule(static)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      double s = 0;
+      for (std::int64_t c = 0; c < chunks; ++c) s += part[c * cols + j];
+      out[j * sb] += static_cast<float>(s);
+    }
   }
 }
 
