@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
   cases.push_back(linear_case("FFN2  x[4096,1024] W^T[1024,512]", tokens, 2 * d, d, rng));
   cases.push_back(matmul_case("attn  q[64,64,128] k^T[64,128,64]", 64, 64, 128, 64, true, rng));
   cases.push_back(matmul_case("attn  p[64,64,64] v[64,64,128]", 64, 64, 64, 128, false, rng));
+  cases.push_back(linear_dw_case("dW    dy^T[512,4096] x[4096,512]", tokens, d, d, rng));
   cases.push_back(linear_dw_case("dW    dy^T[512,4096] x[4096,1024]", tokens, 2 * d, d, rng));
 
   fmt::print("bench_matmul: {} OpenMP threads, oneDNN {}.{}.{}, {:.1f} s per side per shape\n",

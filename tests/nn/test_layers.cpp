@@ -218,6 +218,64 @@ TEST_CASE("Linear: shape errors name the shapes") {
   check_shape_error("backward", [&] { (void)lin.backward(bad_dy); }, {"dy has shape [2, 3, 6]", "[2, 3, 7]"});
 }
 
+TEST_CASE("StackedLinear: gradients of x and every layer's parameters; the same as the layers run apart") {
+  std::int64_t const in = 8, outs[3] = {5, 7, 4};
+  for (bool with_bias : {true, false}) {
+    CAPTURE(with_bias);
+    Rng rng(with_bias ? 11 : 12);
+    Linear<Cpu> a(in, outs[0], with_bias), b(in, outs[1], with_bias), c(in, outs[2], with_bias);
+    ParameterList<Cpu> params;
+    a.collect("a", params);
+    b.collect("b", params);
+    c.collect("c", params);
+    for (auto& p : params) randomize(*p.param, rng, -0.6f, 0.6f);
+    auto x = random_tensor<Cpu>(Shape{2, 3, in}, rng);
+    StackedLinear<Cpu> stacked;
+    check_layer_gradients(
+        with_bias ? "StackedLinear" : "StackedLinear (no bias)", {{"x", &x}}, params,
+        [&] { return stacked.forward({&a, &b, &c}, x); },
+        [&](CView<Cpu> dy) { return std::vector<CView<Cpu>>{stacked.backward(dy)}; }, rng, kLinearTol);
+
+    // Against the layers one by one: outputs side by side, d x summed, each layer's gradients its own.
+    for (auto& p : params) p.param->grad.zero();
+    auto const y = copy_of(stacked.forward({&a, &b, &c}, x));
+    auto const dy = random_tensor<Cpu>(y.shape(), rng);
+    auto const dx = copy_of(stacked.backward(dy));
+    std::vector<Tensor<Cpu>> stacked_grads;
+    for (auto& p : params) stacked_grads.push_back(p.param->grad.clone()), p.param->grad.zero();
+    Tensor<Cpu> dx_apart(x.shape());
+    std::int64_t col = 0;
+    for (Linear<Cpu>* l : {&a, &b, &c}) {
+      std::int64_t const o = l->out_features();
+      auto const y_l = copy_of(l->forward(x));
+      Tensor<Cpu> dy_l(y_l.shape());
+      for (std::int64_t r = 0; r < 6; ++r)
+        for (std::int64_t j = 0; j < o; ++j) {
+          CHECK(y.data()[r * 16 + col + j] == doctest::Approx(y_l.data()[r * o + j]).epsilon(1e-5));
+          dy_l.data()[r * o + j] = dy.data()[r * 16 + col + j];
+        }
+      auto const dx_l = l->backward(dy_l);
+      for (std::int64_t i = 0; i < dx_apart.numel(); ++i) dx_apart.data()[i] += dx_l.data()[i];
+      col += o;
+    }
+    check_close(dx, dx_apart, 1e-5, 1e-6, "d x is the sum over the layers");
+    for (std::size_t j = 0; j < params.size(); ++j)
+      check_close(stacked_grads[j], params[j].param->grad, 1e-5, 1e-6, params[j].name);
+  }
+}
+
+TEST_CASE("StackedLinear: layers that do not fit together, and backward before forward, are errors") {
+  Linear<Cpu> a(8, 5), b(9, 5), c(8, 5, /*with_bias=*/false);
+  Tensor<Cpu> x(Shape{2, 8});
+  StackedLinear<Cpu> stacked;
+  CHECK_THROWS_WITH_AS((void)stacked.backward(x), doctest::Contains("backward before forward"), Error);
+  CHECK_THROWS_WITH_AS((void)stacked.forward({&a, &b}, x), doctest::Contains("share the input size (9 vs 8)"),
+                       Error);
+  CHECK_THROWS_WITH_AS((void)stacked.forward({&a, &c}, x), doctest::Contains("all have a bias or none"), Error);
+  Tensor<Cpu> bad(Shape{2, 7});
+  check_shape_error("forward", [&] { (void)stacked.forward({&a, &a}, bad); }, {"x has shape [2, 7]"});
+}
+
 // --- LayerNorm -------------------------------------------------------------------------------------
 
 TEST_CASE("LayerNorm: gradients of x, weight and bias") {
@@ -419,6 +477,11 @@ TEST_CASE("MultiHeadAttention: shape errors name the shapes") {
   (void)attn.forward(q, mem, {}, {});
   Tensor<Cpu> bad_dy(Shape{2, 4, 12});
   check_shape_error("backward", [&] { (void)attn.backward(bad_dy); }, {"dy has shape [2, 4, 12]"});
+  // Self-attention projects q, k and v from one input: another memory would be ignored, so it is refused.
+  MultiHeadAttention<Cpu> self(12, 3, 0.f, AttentionKind::self, "s");
+  Tensor<Cpu> other(Shape{2, 3, 12});
+  CHECK_THROWS_WITH_AS((void)self.forward(q, other, {}, {}),
+                       doctest::Contains("self-attention takes the query as its memory"), ValueError);
 }
 
 // --- TokenEmbedding --------------------------------------------------------------------------------

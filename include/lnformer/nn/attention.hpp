@@ -31,6 +31,10 @@ class MultiHeadAttention {
 
   /// query [N, Tq, d]; memory [N, Tk, d] (for self-attention pass the query again); mask additive,
   /// broadcastable to [N, heads, Tq, Tk] ([N, 1, 1, Tk] key padding, [Tq, Tk] causal) or empty.
+  ///
+  /// The projections that read the same input run as one GEMM (StackedLinear): q, k and v of
+  /// self-attention, k and v of cross-attention. The heads are strided views of that output, and
+  /// backward writes the heads' gradients side by side so that one GEMM returns d input.
   CView<B> forward(CView<B> query, CView<B> memory, CView<B> mask, ForwardContext const& ctx) {
     LNF_EXPECTS(query.rank() == 3 && memory.rank() == 3 && query.size(2) == d_ && memory.size(2) == d_ &&
                     query.size(0) == memory.size(0),
@@ -38,9 +42,21 @@ class MultiHeadAttention {
                 memory.shape(), d_);
     std::int64_t const n = query.size(0), tq = query.size(1), tk = memory.size(1), dh = d_ / heads_;
     scale_ = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
-    qh_ = q_proj.forward(query).reshape(Shape{n, tq, heads_, dh}).permute({0, 2, 1, 3});  // [N,H,Tq,dh]
-    kt_ = k_proj.forward(memory).reshape(Shape{n, tk, heads_, dh}).permute({0, 2, 3, 1});  // [N,H,dh,Tk]
-    vh_ = v_proj.forward(memory).reshape(Shape{n, tk, heads_, dh}).permute({0, 2, 1, 3});  // [N,H,Tk,dh]
+    if (kind_ == AttentionKind::self) {
+      LNF_EXPECTS_AS(ValueError, memory.data() == query.data() && memory.shape() == query.shape(),
+                     "MultiHeadAttention: self-attention takes the query as its memory (query {}, memory {} "
+                     "elsewhere); attend to another sequence with AttentionKind::cross",
+                     query.shape(), memory.shape());
+      auto qkv = qkv_.forward({&q_proj, &k_proj, &v_proj}, query);  // [N, T, 3d]: q | k | v per row
+      qh_ = heads(qkv, 0, tq);
+      kt_ = swap_last2(heads(qkv, d_, tk));
+      vh_ = heads(qkv, 2 * d_, tk);
+    } else {
+      qh_ = heads(q_proj.forward(query), 0, tq);
+      auto kv = qkv_.forward({&k_proj, &v_proj}, memory);  // [N, Tk, 2d]: k | v per row
+      kt_ = swap_last2(heads(kv, 0, tk));
+      vh_ = heads(kv, d_, tk);
+    }
     probs_ = detail::ensure(probs_buf_, Shape{n, heads_, tq, tk});
     ops::matmul(B{}, probs_, qh_, kt_);
     ops::softmax_forward(B{}, probs_, probs_, mask, scale_);  // in place: scores are not needed again
@@ -57,31 +73,32 @@ class MultiHeadAttention {
   CView<B> backward(CView<B> dy) {
     std::int64_t const n = dy.size(0), tq = dy.size(1), tk = vh_.size(2), dh = d_ / heads_;
     auto dctx = out_proj.backward(dy).reshape(Shape{n, tq, heads_, dh}).permute({0, 2, 1, 3});
+    // The heads' gradients, [N, H, T, dh] each: self-attention puts q, k, v in slots 0..2 of one
+    // buffer, cross-attention k and v in slots 0..1 (and q on its own).
+    bool const self = kind_ == AttentionKind::self;
+    std::int64_t const slots = self ? 3 : 2, head_numel = n * heads_ * tk * dh;
+    auto dheads = detail::ensure(dheads_buf_, Shape{slots, n, heads_, tk, dh});
+    auto slot = [&](std::int64_t i) { return View<B>(dheads.data() + i * head_numel, Shape{n, heads_, tk, dh}); };
+    View<B> const dkh = slot(self ? 1 : 0), dvh = slot(self ? 2 : 1);
+    View<B> const dqh = self ? slot(0) : detail::ensure(dqh_buf_, Shape{n, heads_, tq, dh});
+
     auto dpd = detail::ensure(dpd_buf_, probs_.shape());
-    auto dvh = detail::ensure(dvh_buf_, Shape{n, heads_, tk, dh});
     ops::matmul_backward(B{}, dpd, dvh, dctx, pd_, vh_);
     auto dprobs = drop_.backward(dpd);
     auto dscores = detail::ensure(dscores_buf_, probs_.shape());
     ops::softmax_backward(B{}, dscores, dprobs, probs_, scale_);
-    auto dqh = detail::ensure(dqh_buf_, Shape{n, heads_, tq, dh});
-    auto dkt = detail::ensure(dkt_buf_, Shape{n, heads_, dh, tk});
-    ops::matmul_backward(B{}, dqh, dkt, dscores, qh_, kt_);
+    ops::matmul(B{}, dqh, dscores, swap_last2(kt_));  // [Tq, Tk] @ [Tk, dh]
+    ops::matmul(B{}, dkh, swap_last2(CView<B>(dscores)), qh_);  // [Tk, Tq] @ [Tq, dh]
+
+    // [slots, N, H, T, dh] -> [N, T, slots, H, dh]: the rows StackedLinear::backward reads.
+    auto dstacked = detail::ensure(dstacked_buf_, Shape{n, tk, slots, heads_, dh});
+    ops::copy(B{}, dstacked, CView<B>(dheads).permute({1, 3, 0, 2, 4}));
+    auto dinput = qkv_.backward(CView<B>(dstacked).reshape(Shape{n, tk, slots * d_}));
+    if (self) return dinput;  // d query through q, k and v at once
+    dmem_ = dinput;
     auto dq = detail::ensure(dq_buf_, Shape{n, tq, heads_, dh});
-    auto dk = detail::ensure(dk_buf_, Shape{n, tk, heads_, dh});
-    auto dv = detail::ensure(dv_buf_, Shape{n, tk, heads_, dh});
     ops::copy(B{}, dq, CView<B>(dqh).permute({0, 2, 1, 3}));
-    ops::copy(B{}, dk, CView<B>(dkt).permute({0, 3, 1, 2}));
-    ops::copy(B{}, dv, CView<B>(dvh).permute({0, 2, 1, 3}));
-    auto dquery = q_proj.backward(CView<B>(dq).reshape(Shape{n, tq, d_}));
-    auto dmem = detail::ensure(dmem_buf_, Shape{n, tk, d_});
-    ops::add(B{}, dmem, k_proj.backward(CView<B>(dk).reshape(Shape{n, tk, d_})),
-             v_proj.backward(CView<B>(dv).reshape(Shape{n, tk, d_})));
-    if (kind_ == AttentionKind::cross) {
-      dmem_ = dmem;
-      return dquery;
-    }
-    ops::add(B{}, dmem, dmem, dquery);
-    return dmem;
+    return q_proj.backward(CView<B>(dq).reshape(Shape{n, tq, d_}));
   }
   [[nodiscard]] CView<B> memory_grad() const {
     LNF_EXPECTS_AS(Error, kind_ == AttentionKind::cross, "memory_grad() is only defined for cross-attention");
@@ -105,8 +122,16 @@ class MultiHeadAttention {
   float scale_ = 1.f;
   CView<B> qh_, kt_, vh_, pd_, dmem_;
   View<B> probs_;
-  Tensor<B> probs_buf_, ctxh_buf_, merged_buf_, dpd_buf_, dvh_buf_, dscores_buf_, dqh_buf_, dkt_buf_, dq_buf_,
-      dk_buf_, dv_buf_, dmem_buf_;
+  StackedLinear<B> qkv_;  // q, k, v (self) or k, v (cross)
+  Tensor<B> probs_buf_, ctxh_buf_, merged_buf_, dpd_buf_, dscores_buf_, dqh_buf_, dheads_buf_, dstacked_buf_,
+      dq_buf_;
+
+  /// [N, H, T, dh] view of the heads in columns [offset, offset + d) of x [N, T, width].
+  CView<B> heads(CView<B> x, std::int64_t offset, std::int64_t t) const {
+    std::int64_t const width = x.size(2), dh = d_ / heads_;
+    return CView<B>(x.data() + offset, Shape{x.size(0), heads_, t, dh}, Strides{t * width, dh, width, 1});
+  }
+  static CView<B> swap_last2(CView<B> v) { return ops::detail::gemm::swap_last2(v); }
 };
 
 }  // namespace lnformer
