@@ -11,6 +11,16 @@
 //
 // The one layout oneDNN has no fast kernel for, an operand with no unit stride in either of its last
 // two dims (e.g. every other column), is packed into the context's workspace first.
+//
+// GEMM math (cpu::set_gemm_math): f32 (the default), or bf16: both operands rounded to bfloat16
+// (round to nearest even), products accumulated in f32 into the f32 output, weights and everything
+// else staying f32 (mixed precision with f32 master weights). Where oneDNN has bf16 matmul kernels
+// (AVX-512 CPUs; native_bf16_gemm()) the operands are converted to bf16 in the workspace, keeping
+// their strides, and the bf16 kernels run. Elsewhere (oneDNN 2.6 has no bf16 matmul for AVX2) the
+// same numbers are computed by rounding the operands to bf16 values stored as f32 and running the
+// f32 kernel: a product of two bf16 values is exact in f32, so the result differs from the native
+// one only in summation order. That keeps bf16 training testable on every CPU, at f32 speed plus
+// the rounding pass, never faster.
 
 #include <lnformer/backend/cpu/cpu.hpp>
 #include <lnformer/ops/matmul.hpp>
@@ -20,12 +30,85 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstdint>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
+
+namespace lnformer::cpu {
+
+/// What the CPU GEMMs compute in: see the comment at the top of this file.
+enum class GemmMath { f32, bf16 };
+
+[[nodiscard]] inline std::string_view to_string(GemmMath m) { return m == GemmMath::bf16 ? "bf16" : "f32"; }
+
+/// "f32" or "bf16"; anything else is a ValueError naming the choices.
+[[nodiscard]] inline GemmMath parse_gemm_math(std::string_view s) {
+  if (s == "f32") return GemmMath::f32;
+  if (s == "bf16") return GemmMath::bf16;
+  throw ValueError(fmt::format("GEMM math '{}': expected f32 or bf16", s));
+}
+
+namespace detail {
+inline std::atomic<GemmMath>& gemm_math_state() {
+  static std::atomic<GemmMath> m{GemmMath::f32};
+  return m;
+}
+}  // namespace detail
+
+/// The math of every CPU GEMM from now on, process-wide (all threads). Primitives are cached per
+/// math, so switching back and forth costs nothing after the first use of each.
+inline void set_gemm_math(GemmMath m) { detail::gemm_math_state().store(m, std::memory_order_relaxed); }
+[[nodiscard]] inline GemmMath gemm_math() { return detail::gemm_math_state().load(std::memory_order_relaxed); }
+
+/// Sets the GEMM math for a scope and restores the previous one on leaving it.
+class ScopedGemmMath {
+ public:
+  explicit ScopedGemmMath(GemmMath m) : previous_(gemm_math()) { set_gemm_math(m); }
+  ~ScopedGemmMath() { set_gemm_math(previous_); }
+  ScopedGemmMath(ScopedGemmMath const&) = delete;
+  ScopedGemmMath& operator=(ScopedGemmMath const&) = delete;
+
+ private:
+  GemmMath previous_;
+};
+
+/// x rounded to the nearest bfloat16 (ties to even), as its 16 bits. NaN stays a (quiet) NaN;
+/// values beyond the largest bf16 round to infinity, as IEEE rounding does.
+[[nodiscard]] inline std::uint16_t to_bf16_bits(float x) {
+  std::uint32_t u = std::bit_cast<std::uint32_t>(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+/// x rounded to the nearest bfloat16, as a float (exactly representable).
+[[nodiscard]] inline float round_to_bf16(float x) {
+  return std::bit_cast<float>(static_cast<std::uint32_t>(to_bf16_bits(x)) << 16);
+}
+
+/// Whether oneDNN has bf16 matmul kernels on this CPU (asked once, with a small problem). Without
+/// them GemmMath::bf16 is emulated: same numbers, not faster than f32.
+[[nodiscard]] inline bool native_bf16_gemm() {
+  static bool const native = [] {
+    try {
+      dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+      using dt = dnnl::memory::data_type;
+      using tag = dnnl::memory::format_tag;
+      dnnl::memory::desc const a({64, 64}, dt::bf16, tag::ab), c({64, 64}, dt::f32, tag::ab);
+      dnnl::matmul::primitive_desc const pd(dnnl::matmul::desc(a, a, c), eng);
+      return true;
+    } catch (dnnl::error const&) {
+      return false;
+    }
+  }();
+  return native;
+}
+
+}  // namespace lnformer::cpu
 
 namespace lnformer::cpu::detail::gemm {
 
@@ -50,34 +133,42 @@ Dims dnnl_strides(TensorView<Cpu, T> const& v) {
 /// oneDNN only has its reference kernel when neither of the last two dims has unit stride.
 inline bool needs_pack(Dims const& s, int rank) { return s[rank - 1] != 1 && s[rank - 2] != 1; }
 
-inline dnnl::memory::desc make_desc(int rank, std::int64_t const* dims, std::int64_t const* strides) {
-  return dnnl::memory::desc(dnnl::memory::dims(dims, dims + rank), dnnl::memory::data_type::f32,
-                            dnnl::memory::dims(strides, strides + rank));
+inline dnnl::memory::desc make_desc(int rank, std::int64_t const* dims, std::int64_t const* strides,
+                                    dnnl::memory::data_type type = dnnl::memory::data_type::f32) {
+  return dnnl::memory::desc(dnnl::memory::dims(dims, dims + rank), type, dnnl::memory::dims(strides, strides + rank));
 }
+
+/// How an operand reaches the primitive.
+enum class Feed : std::uint8_t {
+  as_is,        // the caller's memory, through its strides
+  pack,         // an f32 row-major copy (no unit stride in either of the last two dims)
+  bf16,         // converted to bf16, keeping its strides (row-major where it would be packed)
+  bf16_as_f32,  // rounded to bf16 values stored as f32, same layout (bf16 math without bf16 kernels)
+};
 
 /// One cached GEMM problem: c[..., m, n] = alpha a[..., m, k] @ b[..., k, n] (+ bias[n]) + beta c.
 struct Entry : CacheEntryBase {
   dnnl::matmul prim;
   dnnl::memory a, b, c, bias, scratchpad;
   std::unordered_map<int, dnnl::memory> args;
-  bool pack_a = false, pack_b = false;  // operands that need a row-major copy first
-  std::size_t scratch_bytes = 0;        // 0: the primitive needs no scratchpad
+  Feed feed_a = Feed::as_is, feed_b = Feed::as_is;
+  Dims a_strides{}, b_strides{};  // of the memory the primitive reads (the copy's, when fed one)
+  std::size_t scratch_bytes = 0;  // 0: the primitive needs no scratchpad
 
   Entry(Context& ctx, CView<Cpu> av, Dims const& as, CView<Cpu> bv, Dims const& bs, View<Cpu> cv,
-        Dims const& cs, CView<Cpu> biasv, float alpha, float beta) {
+        Dims const& cs, CView<Cpu> biasv, float alpha, float beta, GemmMath math) {
     int const r = cv.rank();
     auto const& eng = ctx.engine();
-    auto desc_of = [&](auto const& v, Dims const& s, bool packed) {
-      if (packed) {
-        auto const rm = lnformer::detail::contiguous_strides(v.shape());
-        return make_desc(r, v.shape().begin(), rm.data());
-      }
-      return make_desc(r, v.shape().begin(), s.data());
+    auto layout_of = [&](auto const& v, Dims const& s) {
+      if (!needs_pack(s, r)) return s;
+      Dims rm{};
+      auto const c = lnformer::detail::contiguous_strides(v.shape());
+      std::copy(c.begin(), c.begin() + r, rm.begin());
+      return rm;
     };
-    pack_a = needs_pack(as, r);
-    pack_b = needs_pack(bs, r);
-    auto const a_md = desc_of(av, as, pack_a);
-    auto const b_md = desc_of(bv, bs, pack_b);
+    a_strides = layout_of(av, as);
+    b_strides = layout_of(bv, bs);
+    bool const packs_a = needs_pack(as, r), packs_b = needs_pack(bs, r);
     auto const c_md = make_desc(r, cv.shape().begin(), cs.data());
 
     dnnl::primitive_attr attr;
@@ -88,22 +179,42 @@ struct Entry : CacheEntryBase {
       po.append_sum(beta);
       attr.set_post_ops(po);
     }
-    dnnl::matmul::primitive_desc pd;
-    if (biasv.empty()) {
-      pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, eng);
-    } else {
-      // bias [n] broadcast over every dim but the last: dims [1, ..., 1, n].
+    // bias [n] broadcast over every dim but the last: dims [1, ..., 1, n]; always f32.
+    std::array<std::int64_t, 4> bd{1, 1, 1, 1}, bst{};
+    if (!biasv.empty()) {
       std::int64_t const n = cv.size(-1);
-      std::array<std::int64_t, 4> bd{1, 1, 1, 1}, bst{};
       bd[r - 1] = n;
       for (int i = 0; i < r; ++i) bst[i] = i == r - 1 ? (n == 1 ? 1 : biasv.stride(0)) : n * biasv.stride(0);
-      pd = dnnl::matmul::primitive_desc(
-          dnnl::matmul::desc(a_md, b_md, make_desc(r, bd.data(), bst.data()), c_md), attr, eng);
-      bias = dnnl::memory(pd.bias_desc(), eng, DNNL_MEMORY_NONE);
     }
+    auto make_pd = [&](dnnl::memory::data_type type) {
+      auto const a_md = make_desc(r, av.shape().begin(), a_strides.data(), type);
+      auto const b_md = make_desc(r, bv.shape().begin(), b_strides.data(), type);
+      if (biasv.empty()) return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, eng);
+      return dnnl::matmul::primitive_desc(
+          dnnl::matmul::desc(a_md, b_md, make_desc(r, bd.data(), bst.data()), c_md), attr, eng);
+    };
+    dnnl::matmul::primitive_desc pd;
+    if (math == GemmMath::bf16) {
+      // bf16 kernels where oneDNN has them for this problem; otherwise the same numbers from f32 ones.
+      bool native = native_bf16_gemm();
+      if (native) {
+        try {
+          pd = make_pd(dnnl::memory::data_type::bf16);
+        } catch (dnnl::error const&) {
+          native = false;
+        }
+      }
+      if (!native) pd = make_pd(dnnl::memory::data_type::f32);
+      feed_a = feed_b = native ? Feed::bf16 : Feed::bf16_as_f32;
+    } else {
+      pd = make_pd(dnnl::memory::data_type::f32);
+      feed_a = packs_a ? Feed::pack : Feed::as_is;
+      feed_b = packs_b ? Feed::pack : Feed::as_is;
+    }
+    if (!biasv.empty()) bias = dnnl::memory(pd.bias_desc(), eng, DNNL_MEMORY_NONE);
     prim = dnnl::matmul(pd);
-    a = dnnl::memory(a_md, eng, DNNL_MEMORY_NONE);
-    b = dnnl::memory(b_md, eng, DNNL_MEMORY_NONE);
+    a = dnnl::memory(pd.src_desc(), eng, DNNL_MEMORY_NONE);
+    b = dnnl::memory(pd.weights_desc(), eng, DNNL_MEMORY_NONE);
     c = dnnl::memory(c_md, eng, DNNL_MEMORY_NONE);
     args = {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
     if (!biasv.empty()) args.emplace(DNNL_ARG_BIAS, bias);
@@ -115,19 +226,43 @@ struct Entry : CacheEntryBase {
   }
 };
 
-/// Row-major copy of a rank <= 4 view (any strides) into dst.
-inline void pack(float* dst, CView<Cpu> v) {
-  Dims d{1, 1, 1, 1}, s{0, 0, 0, 0};
+/// Elements needed to hold a layout of `shape` with strides `s` (1 + the largest offset).
+inline std::int64_t span_of(Shape const& shape, Dims const& s) {
+  std::int64_t last = 0;
+  for (int i = 0; i < shape.rank(); ++i) last += (shape[i] - 1) * s[i];
+  return last + 1;
+}
+
+/// dst[offset under dst_strides] = f(v[i]) for every index i of the rank <= 4 view v, walking v's
+/// memory in order (the dim of smallest stride innermost) so a transposed operand streams too.
+/// Elements of dst that no index reaches are left as they were (the primitive never reads them).
+template <class Out, class F>
+void copy_view(Out* dst, CView<Cpu> v, Dims const& dst_strides, F f) {
+  struct Dim {
+    std::int64_t size, src, dst;
+  };
+  std::array<Dim, 4> d{Dim{1, 0, 0}, Dim{1, 0, 0}, Dim{1, 0, 0}, Dim{1, 0, 0}};
   int const off = 4 - v.rank();
-  for (int i = 0; i < v.rank(); ++i) d[off + i] = v.size(i), s[off + i] = v.strides()[i];
-  std::int64_t const rows = d[0] * d[1] * d[2];
+  for (int i = 0; i < v.rank(); ++i) d[off + i] = Dim{v.size(i), v.strides()[i], dst_strides[i]};
+  // Size-1 dims address nothing; the rest go outermost-first by source stride.
+  std::stable_sort(d.begin(), d.end(), [](Dim const& x, Dim const& y) {
+    return (x.size == 1 ? -1 : x.src) > (y.size == 1 ? -1 : y.src);
+  });
+  std::stable_partition(d.begin(), d.end(), [](Dim const& x) { return x.size == 1; });
+  std::int64_t const rows = d[0].size * d[1].size * d[2].size, cols = d[3].size;
   float const* src = v.data();
-#pragma omp parallel for schedule(static) if (rows * d[3] > 16384)
+#pragma omp parallel for schedule(static) if (rows * cols > 16384)
   for (std::int64_t r = 0; r < rows; ++r) {
-    std::int64_t const i0 = r / (d[1] * d[2]), i1 = r / d[2] % d[1], i2 = r % d[2];
-    float const* row = src + i0 * s[0] + i1 * s[1] + i2 * s[2];
-    float* out = dst + r * d[3];
-    for (std::int64_t j = 0; j < d[3]; ++j) out[j] = row[j * s[3]];
+    std::int64_t const i0 = r / (d[1].size * d[2].size), i1 = r / d[2].size % d[1].size, i2 = r % d[2].size;
+    float const* in = src + i0 * d[0].src + i1 * d[1].src + i2 * d[2].src;
+    Out* out = dst + i0 * d[0].dst + i1 * d[1].dst + i2 * d[2].dst;
+    std::int64_t const si = d[3].src, so = d[3].dst;
+    if (si == 1 && so == 1) {
+#pragma omp simd
+      for (std::int64_t j = 0; j < cols; ++j) out[j] = f(in[j]);
+    } else {
+      for (std::int64_t j = 0; j < cols; ++j) out[j * so] = f(in[j * si]);
+    }
   }
 }
 
@@ -179,24 +314,34 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
   append_view(key, 'a', a, as);
   append_view(key, 'b', b, bs);
   append_view(key, 'c', c, cs);
-  fmt::format_to(std::back_inserter(key), "bias{}:{}|alpha{:08x}|beta{:08x}", bias.empty() ? 0 : 1,
+  GemmMath const math = gemm_math();
+  fmt::format_to(std::back_inserter(key), "bias{}:{}|alpha{:08x}|beta{:08x}|{}", bias.empty() ? 0 : 1,
                  bias.empty() ? 0 : bias.stride(0), std::bit_cast<std::uint32_t>(alpha),
-                 std::bit_cast<std::uint32_t>(beta));
+                 std::bit_cast<std::uint32_t>(beta), to_string(math));
 
   auto& ctx = context();
-  auto& entry = ctx.cached<Entry>(key, [&] { return Entry(ctx, a, as, b, bs, c, cs, bias, alpha, beta); });
-  float const* a_data = a.data();
-  float const* b_data = b.data();
-  auto packed = [&](int slot, CView<Cpu> v) {
-    auto* dst = static_cast<float*>(ctx.workspace(slot, static_cast<std::size_t>(v.numel()) * sizeof(float)));
-    pack(dst, v);
+  auto& entry =
+      ctx.cached<Entry>(key, [&] { return Entry(ctx, a, as, b, bs, c, cs, bias, alpha, beta, math); });
+  // The operand as the primitive reads it: the caller's memory, or a copy in workspace slot `slot`.
+  auto fed = [&](int slot, CView<Cpu> v, Feed feed, Dims const& s) -> void* {
+    if (feed == Feed::as_is) return const_cast<float*>(v.data());
+    auto const n = static_cast<std::size_t>(span_of(v.shape(), s));
+    if (feed == Feed::bf16) {
+      auto* dst = static_cast<std::uint16_t*>(ctx.workspace(slot, n * sizeof(std::uint16_t)));
+      copy_view(dst, v, s, [](float x) { return to_bf16_bits(x); });
+      return dst;
+    }
+    auto* dst = static_cast<float*>(ctx.workspace(slot, n * sizeof(float)));
+    if (feed == Feed::pack)
+      copy_view(dst, v, s, [](float x) { return x; });
+    else
+      copy_view(dst, v, s, [](float x) { return round_to_bf16(x); });
     return dst;
   };
-  if (entry.pack_a) a_data = packed(1, a);
-  if (entry.pack_b) b_data = packed(2, b);
+  void* const a_data = fed(1, a, entry.feed_a, entry.a_strides);
+  void* const b_data = fed(2, b, entry.feed_b, entry.b_strides);
   LNF_DNNL_CHECK(if (entry.scratch_bytes != 0) entry.scratchpad.set_data_handle(ctx.workspace(0, entry.scratch_bytes));
-                 entry.a.set_data_handle(const_cast<float*>(a_data));
-                 entry.b.set_data_handle(const_cast<float*>(b_data)); entry.c.set_data_handle(c.data());
+                 entry.a.set_data_handle(a_data); entry.b.set_data_handle(b_data); entry.c.set_data_handle(c.data());
                  if (!bias.empty()) entry.bias.set_data_handle(const_cast<float*>(bias.data()));
                  entry.prim.execute(ctx.stream(), entry.args); ctx.stream().wait());
 }
