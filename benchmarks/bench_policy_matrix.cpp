@@ -150,6 +150,11 @@ int main(int argc, char** argv) {
   app.add_option("--clip-norm", o.clip_norm, "gradient clipping (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--seed", o.seed, "initialisation, batches and dropout")->capture_default_str();
   app.add_option("--peak-size", o.peak_size, "n of the n x n x n GEMM that measures the peak")->capture_default_str()->check(CLI::Range(64, 8192));
+  app.add_option("--gemm-math", o.gemm_math,
+                 "f32, or bf16: GEMM operands rounded to bf16, f32 accumulation and weights (emulated, not "
+                 "faster, where oneDNN has no bf16 kernels)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--norms", o.norms, "comma-separated subset of: " + type_names(NormPolicies{}));
   app.add_option("--optimizers", o.optimizers, "comma-separated subset of: " + type_names(Optimizers{}));
   app.add_option("--schedules", o.schedules, "comma-separated subset of: " + type_names(Schedules{}));
@@ -170,8 +175,18 @@ int main(int argc, char** argv) {
     auto const [peak, peak_mb] = in_child([&] { return measure_peak(o); });
     LNF_EXPECTS_AS(BackendError, peak.error[0] == '\0', "GEMM peak measurement failed: {}", peak.error);
     fmt::print("f32 GEMM peak (raw oneDNN matmul {0}x{0}x{0}, best of 12): {1:.1f} GFLOP/s; model {2:.2f} GFLOP "
-               "per training step\n\n",
+               "per training step\n",
                o.peak_size, peak.gflops, 3 * forward_flops(o) / 1e9);
+    // Not cpu::native_bf16_gemm() here: the parent runs no oneDNN (it forks the cells).
+    auto const [native, native_mb] = in_child([] {
+      Result r;
+      r.gflops = cpu::native_bf16_gemm() ? 1 : 0;
+      return r;
+    });
+    fmt::print("GEMM math: {}{}\n\n", o.gemm_math,
+               o.gemm_math != "bf16" ? ""
+               : native.gflops > 0   ? " (oneDNN bf16 kernels)"
+                                     : " (emulated: oneDNN has no bf16 kernels on this CPU; the same numbers, not faster)");
     fmt::print("{:<9} {:<7} {:<22} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8}\n", "norm", "optim", "schedule", "ms/step",
                "tgt tok/s", "GFLOP/s", "of peak", "peak MB", "loss");
 
@@ -224,7 +239,8 @@ int main(int argc, char** argv) {
                           {{"layers", o.layers}, {"d_model", o.d_model}, {"ffn", o.ffn}, {"heads", o.heads},
                            {"vocab", o.vocab}, {"sentences", o.sentences}, {"src_len", o.src_len},
                            {"tgt_len", o.tgt_len}, {"steps", o.steps}, {"warm_steps", o.warm_steps},
-                           {"omp_num_threads", threads ? threads : ""}}},
+                           {"omp_num_threads", threads ? threads : ""}, {"gemm_math", o.gemm_math},
+                           {"native_bf16", native.gflops > 0}}},
                          {"gemm_peak_gflops", peak.gflops},
                          {"forward_gflop_per_batch", forward_flops(o) / 1e9},
                          {"rows", rows}};

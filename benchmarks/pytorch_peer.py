@@ -6,6 +6,9 @@ of the same shape with Adam (beta2 0.98), label smoothing 0.1, dropout 0.1 and c
     OMP_NUM_THREADS=2 /usr/bin/python3 benchmarks/pytorch_peer.py --norm pre --layers 6 --d-model 512 \
         --ffn 1024 --heads 4 --vocab 8000 --sentences 128 --src-len 32 --tgt-len 32 --steps 3
 
+--autocast bf16 runs the forward pass and the loss under torch.autocast("cpu", dtype=torch.bfloat16)
+(PyTorch's CPU mixed precision: matmuls in bf16, f32 master weights).
+
 Prints one JSON line: ms per step (median of the timed steps), target tokens/s, peak RSS (MiB), the
 last loss, torch's version, thread count and BLAS. Exit 77 when torch cannot be imported.
 """
@@ -72,6 +75,8 @@ def main():
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--autocast", choices=["none", "bf16"], default="none",
+                   help="bf16: forward and loss under torch.autocast (CPU, bfloat16)")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -92,8 +97,9 @@ def main():
         src, prev, tgt = batches[i % len(batches)]
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(src, prev)
-        total = loss_fn(logits.reshape(-1, a.vocab), tgt.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(a.autocast == "bf16")):
+            logits = model(src, prev)
+            total = loss_fn(logits.reshape(-1, a.vocab), tgt.reshape(-1))
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -117,7 +123,7 @@ def main():
         pass
     print(json.dumps({
         "framework": "pytorch", "version": torch.__version__, "threads": torch.get_num_threads(), "blas": blas,
-        "norm": a.norm, "ms_per_step": ms, "target_tokens_per_s": a.sentences * a.tgt_len / (ms / 1e3),
+        "norm": a.norm, "autocast": a.autocast, "ms_per_step": ms, "target_tokens_per_s": a.sentences * a.tgt_len / (ms / 1e3),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "loss": loss,
         "parameters": sum(p.numel() for p in model.parameters()),
     }))

@@ -30,6 +30,7 @@ struct Options {
   float clip_norm = 1.f;
   std::uint64_t seed = 1;
   std::int64_t peak_size = 1024;
+  std::string gemm_math = "f32";  // cpu::parse_gemm_math: f32 or bf16
   std::string norms, optimizers, schedules, json;
 };
 
@@ -82,6 +83,7 @@ struct Result {
 
 template <class Norm, class Opt, class Sched>
 Result run_combination(Options const& o) {
+  cpu::set_gemm_math(cpu::parse_gemm_math(o.gemm_math));  // this cell's process only
   ModelConfig const config{.enc_layers = o.layers,
                            .dec_layers = o.layers,
                            .d_model = o.d_model,

@@ -557,9 +557,10 @@ int train_run(TrainContext& tc) {
              "label smoothing {}\n",
              Norm::name, cfg.enc_layers, cfg.dec_layers, cfg.d_model, cfg.ffn, cfg.heads, cfg.vocab, n_params,
              cfg.dropout, cfg.label_smoothing);
-  fmt::print("optimizer {} ({}), schedule {} (lr {}, warm-up {}), clip norm {}, seed {}, {} thread(s)\n", Opt::name,
-             trainer.optimizer().describe(), trainer.schedule().which(), cfg.lr, cfg.warmup, cfg.clip_norm, cfg.seed,
-             omp_get_max_threads());
+  fmt::print("optimizer {} ({}), schedule {} (lr {}, warm-up {}), clip norm {}, seed {}, {} thread(s), CPU GEMMs {}{}\n",
+             Opt::name, trainer.optimizer().describe(), trainer.schedule().which(), cfg.lr, cfg.warmup, cfg.clip_norm,
+             cfg.seed, omp_get_max_threads(), cpu::to_string(cpu::gemm_math()),
+             cpu::gemm_math() == cpu::GemmMath::bf16 && !cpu::native_bf16_gemm() ? " (emulated)" : "");
   if (ranks > 1)
     fmt::print("data-parallel over {} ranks ({}): each step trains on {} batches of <= {} tokens, one per rank\n",
                ranks, comm.name(), ranks, cfg.max_tokens);
@@ -1051,6 +1052,12 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "OpenMP threads (0: the OpenMP default)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  std::string gemm_math = "f32";
+  app.add_option("--gemm-math", gemm_math,
+                 "CPU GEMMs: f32, or bf16 (operands rounded to bf16, f32 accumulation and weights; oneDNN's bf16 "
+                 "kernels on AVX-512 CPUs, emulated and not faster elsewhere)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
 
   // prepare
   PrepareCli prep;
@@ -1145,6 +1152,7 @@ int main(int argc, char** argv) {
   int const ranks = g_comm->size();
   try {
     if (threads > 0) omp_set_num_threads(threads);
+    cpu::set_gemm_math(cpu::parse_gemm_math(gemm_math));
     LNF_EXPECTS_AS(ValueError, ranks == 1 || *t, "only `translate train` runs on several ranks ({} here); run the "
                    "other commands as one process", ranks);
     if (*p) return cmd_prepare(prep);
