@@ -43,15 +43,7 @@ template <class Norm>
 Run train(Options const& o, std::vector<Batch<Cpu>> const& batches, cpu::GemmMath math, std::uint64_t dropout_seed,
           int every, char const* label) {
   cpu::ScopedGemmMath const scope(math);
-  ModelConfig const config{.enc_layers = o.layers,
-                           .dec_layers = o.layers,
-                           .d_model = o.d_model,
-                           .ffn = o.ffn,
-                           .heads = o.heads,
-                           .vocab = o.vocab,
-                           .max_positions = std::max(o.src_len, o.tgt_len) + 8,
-                           .dropout = 0.1f};
-  Seq2Seq<Norm, Cpu> model(config, o.seed);
+  Seq2Seq<Norm, Cpu> model(model_config(o), o.seed);
   Trainer trainer(model, make_optimizer<Adam>(), make_schedule<InverseSqrt>(o),
                   TrainerOptions{.clip_norm = o.clip_norm, .seed = dropout_seed});
   Run run;

@@ -46,6 +46,18 @@ inline double forward_flops(Options const& o) {
   return o.layers * (enc + dec) + 2 * n * t * d * v;
 }
 
+/// The benchmarked Seq2Seq's shape (dropout 0.1 everywhere).
+inline ModelConfig model_config(Options const& o) {
+  return ModelConfig{.enc_layers = o.layers,
+                     .dec_layers = o.layers,
+                     .d_model = o.d_model,
+                     .ffn = o.ffn,
+                     .heads = o.heads,
+                     .vocab = o.vocab,
+                     .max_positions = std::max(o.src_len, o.tgt_len) + 8,
+                     .dropout = 0.1f};
+}
+
 inline std::vector<Batch<Cpu>> make_batches(Options const& o) {
   Rng rng(o.seed, /*stream=*/7);
   std::vector<Batch<Cpu>> out;
@@ -84,15 +96,7 @@ struct Result {
 template <class Norm, class Opt, class Sched>
 Result run_combination(Options const& o) {
   cpu::set_gemm_math(cpu::parse_gemm_math(o.gemm_math));  // this cell's process only
-  ModelConfig const config{.enc_layers = o.layers,
-                           .dec_layers = o.layers,
-                           .d_model = o.d_model,
-                           .ffn = o.ffn,
-                           .heads = o.heads,
-                           .vocab = o.vocab,
-                           .max_positions = std::max(o.src_len, o.tgt_len) + 8,
-                           .dropout = 0.1f};
-  Seq2Seq<Norm, Cpu> model(config, o.seed);
+  Seq2Seq<Norm, Cpu> model(model_config(o), o.seed);
   auto const batches = make_batches(o);
   if constexpr (std::is_same_v<Norm, AdminLN>)
     apply_admin_profile(model, admin_profile(model, batches[0], ForwardContext{.seed = o.seed}));
