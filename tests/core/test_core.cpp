@@ -74,6 +74,11 @@ TEST_CASE("Shape basics and errors") {
   CHECK_THROWS_AS((Shape{1, 2, 3, 4, 5, 6, 7}), ShapeError);
   CHECK_THROWS_AS((Shape{2, -1}), ValueError);
   CHECK_THROWS_WITH_AS((void)s[3], doctest::Contains("dimension index 3 out of range for a shape of rank 3"), ShapeError);
+  CHECK(s.with_last(7) == Shape{2, 3, 7});
+  CHECK(Shape{5}.with_last(0) == Shape{0});
+  CHECK(s == Shape{2, 3, 4});  // unchanged
+  CHECK_THROWS_AS((void)s.with_last(-1), ValueError);
+  CHECK_THROWS_WITH_AS((void)Shape{}.with_last(1), doctest::Contains("with_last(1) of a rank-0 shape"), ShapeError);
 }
 
 TEST_CASE("Tensor ownership, views, reshape, transpose, slice, permute") {

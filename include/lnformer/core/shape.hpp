@@ -38,6 +38,14 @@ class Shape {
   }
 
   [[nodiscard]] constexpr int rank() const { return rank_; }
+  /// This shape with its last dimension replaced by n (rank >= 1).
+  [[nodiscard]] Shape with_last(std::int64_t n) const {
+    LNF_EXPECTS(rank_ >= 1, "with_last({}) of a rank-0 shape", n);
+    LNF_EXPECTS_AS(ValueError, n >= 0, "negative dimension {} in a shape", n);
+    Shape s = *this;
+    s.dims_[rank_ - 1] = n;
+    return s;
+  }
   /// Dimension i; negative i counts from the end (-1 is the last dimension).
   [[nodiscard]] std::int64_t operator[](int i) const {
     int const j = i < 0 ? i + rank_ : i;

@@ -32,7 +32,7 @@ class Linear {
   /// x [..., in] contiguous -> y [..., out].
   CView<B> forward(CView<B> x) {
     x_ = x;
-    y_ = detail::ensure(y_buf_, last_dim_replaced(x.shape(), out_));
+    y_ = detail::ensure(y_buf_, x.shape().with_last(out_));
     ops::linear_forward(B{}, y_, x, weight.value, bias.value);
     return y_;
   }
@@ -53,11 +53,6 @@ class Linear {
   }
 
  private:
-  static Shape last_dim_replaced(Shape const& s, std::int64_t d) {
-    std::vector<std::int64_t> v(s.begin(), s.end());
-    v.back() = d;
-    return Shape::from(v.begin(), v.end());
-  }
   std::int64_t in_ = 0, out_ = 0;
   CView<B> x_;
   View<B> y_;
@@ -103,9 +98,7 @@ class StackedLinear {
       row += o;
     }
     x_ = x;
-    std::vector<std::int64_t> ys(x.shape().begin(), x.shape().end());
-    ys.back() = out;
-    auto y = detail::ensure(y_, Shape::from(ys.begin(), ys.end()));
+    auto y = detail::ensure(y_, x.shape().with_last(out));
     ops::linear_forward(B{}, y, x, w, b);
     return y;
   }

@@ -54,14 +54,6 @@ std::string strides_str(TensorView<B, T> const& v) {
   return fmt::format("[{}]", fmt::join(v.strides().begin(), v.strides().begin() + v.rank(), ", "));
 }
 
-/// Shape of x with its last dim replaced by n.
-inline Shape with_last(Shape const& s, std::int64_t n) {
-  std::array<std::int64_t, kMaxRank> d{};
-  for (int i = 0; i < s.rank(); ++i) d[i] = s[i];
-  d[s.rank() - 1] = n;
-  return Shape::from(d.begin(), d.begin() + s.rank());
-}
-
 /// Shapes shared by matmul and matmul_backward: a [..., m, k], b [..., k, n], c [..., m, n] of the same
 /// rank 2..4, each batch dim of a and b 1 or c's. `op` and the names say which arguments these are.
 template <class B>
@@ -218,7 +210,7 @@ void linear_forward(View<B> y, CView<B> x, CView<B> w, CView<B> bias) {
       "linear_forward: inner dimensions mismatch: x has shape {} but w has shape {}; x's last dim ({}) "
       "must equal w's in dim ({}) (w is [out, in])",
       x.shape(), w.shape(), x.size(-1), w.size(1));
-  Shape const ys = gm::with_last(x.shape(), w.size(0));
+  Shape const ys = x.shape().with_last(w.size(0));
   LNF_EXPECTS(y.shape() == ys,
               "linear_forward: y has shape {} but x has shape {} and w has shape {}; y must be {}", y.shape(),
               x.shape(), w.shape(), ys);
@@ -243,7 +235,7 @@ void linear_backward(View<B> dx, View<B> dw, View<B> dbias, CView<B> dy, CView<B
       "linear_backward: inner dimensions mismatch: x has shape {} but w has shape {}; x's last dim ({}) "
       "must equal w's in dim ({}) (w is [out, in])",
       x.shape(), w.shape(), x.size(-1), w.size(1));
-  Shape const ys = gm::with_last(x.shape(), w.size(0));
+  Shape const ys = x.shape().with_last(w.size(0));
   LNF_EXPECTS(dy.shape() == ys,
               "linear_backward: dy has shape {} but x has shape {} and w has shape {}; dy must be {}",
               dy.shape(), x.shape(), w.shape(), ys);
