@@ -6,7 +6,9 @@
 //   OMP_NUM_THREADS=2 ./bench_matmul [seconds per side per shape, default 2.5] [only shapes containing]
 //
 // Prints per shape GFLOP/s through the library, GFLOP/s of raw oneDNN and their ratio, then the
-// smallest ratio: the overhead of the library's dispatch (key, cache lookup, handle rebinding).
+// smallest ratio: the overhead of the library's dispatch (key, cache lookup, handle rebinding). A
+// ratio above 1 is the library re-laying an operand oneDNN reads slowly (the [512, 512] dW row:
+// cpu::detail::gemm::padding_pays), which the raw call does not do.
 
 #include <lnformer/backend/cpu/cpu.hpp>
 #include <lnformer/backend/cpu/matmul.hpp>

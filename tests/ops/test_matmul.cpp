@@ -67,6 +67,45 @@ TEST_CASE("matmul: transposed operands are read through their strides") {
   }
 }
 
+TEST_CASE("matmul: a b whose rows lie a power of two apart is re-laid with padded rows where that pays") {
+  namespace gm = cpu::detail::gemm;
+  // Shapes on both sides of padding_pays' bounds; b [k, n] is a window of a [k, ld] buffer.
+  struct Case {
+    std::int64_t m, k, n, ld;
+    bool pays;
+  };
+  for (auto [m, k, n, ld, pays] : std::vector<Case>{{256, 1024, 256, 256, true},
+                                                    {301, 1031, 263, 512, true},
+                                                    {512, 1024, 512, 512, true},
+                                                    {255, 1024, 256, 256, false},
+                                                    {300, 1023, 300, 512, false},
+                                                    {513, 1024, 300, 512, false},
+                                                    {300, 1024, 300, 300, false}}) {
+    auto const name = fmt::format("m {} k {} n {} ld {}", m, k, n, ld);
+    CHECK_MESSAGE(gm::padding_pays(Shape{m, k}, gm::Dims{ld, 1}, Shape{m, n}, 2) == pays, name);
+    // Never for a transposed b, nor for one matrix of a batch.
+    CHECK_FALSE(gm::padding_pays(Shape{m, k}, gm::Dims{1, ld}, Shape{m, n}, 2));
+    CHECK_FALSE(gm::padding_pays(Shape{2, m, k}, gm::Dims{k * ld, ld, 1}, Shape{2, m, n}, 3));
+    // a transposed, as in a weight gradient.
+    check_matmul_agrees<Cpu>(
+        "a^T, " + name, Shape{k, m}, Shape{k, ld}, Shape{m, n},
+        [=](auto& c, auto& a, auto& b) {
+          using B = typename std::remove_reference_t<decltype(c)>::backend;
+          return std::tuple{c.view(), a.cview().transposed(), CView<B>(b.data() + (ld - n), Shape{k, n}, Strides{ld, 1})};
+        },
+        0.5f, 1.f);
+  }
+  // The weight gradient of a d x d projection is this product.
+  Rng rng(7);
+  auto const x = random_tensor<Reference>(Shape{1040, 256}, rng), dy = random_tensor<Reference>(Shape{1040, 270}, rng);
+  auto const w = random_tensor<Reference>(Shape{270, 256}, rng);
+  auto dwr = random_tensor<Reference>(Shape{270, 256}, rng);
+  auto xc = to_backend<Cpu>(x), dyc = to_backend<Cpu>(dy), wc = to_backend<Cpu>(w), dwc = to_backend<Cpu>(dwr);
+  ops::linear_backward(Reference{}, View<Reference>{}, dwr, View<Reference>{}, dy, x, w);
+  ops::linear_backward(Cpu{}, View<Cpu>{}, dwc, View<Cpu>{}, dyc, xc, wc);
+  check_close(dwc, dwr, kMatmulRtol, kMatmulAtol, "dw of a [270, 256] projection over 1,040 rows");
+}
+
 TEST_CASE("matmul: operands with no unit stride, and a strided c") {
   std::int64_t const m = 17, k = 33, n = 9;
   // a: every other column of an [m, 2k] buffer; b: every third column of an [n, 3k] buffer, transposed.

@@ -133,6 +133,24 @@ Dims dnnl_strides(TensorView<Cpu, T> const& v) {
 /// oneDNN only has its reference kernel when neither of the last two dims has unit stride.
 inline bool needs_pack(Dims const& s, int rank) { return s[rank - 1] != 1 && s[rank - 2] != 1; }
 
+/// The row stride b is re-laid with where padding_pays.
+inline std::int64_t padded_ld(std::int64_t n) { return n + 16; }
+
+/// oneDNN 2.6's f32 GEMM reads a and b in place (its "no-copy" kernel) when c is about [512, 512] or
+/// smaller, and that kernel loses a third of its speed when b's rows lie a power of two apart: at
+/// c [512, 512], k 4,096, 2 threads (AVX2), b with rows 512 floats apart ran at ~30 ms, the same b
+/// with rows 528 apart at ~21 (a transposed or row-major a alike; c's and a's strides made no
+/// difference). The weight gradient of every d x d projection at d 512 is this product, dy^T @ x,
+/// so b is copied into the workspace with padded rows first: ~2 ms for a [4096, 512] b. Larger c go
+/// through oneDNN's packing kernels, which do not care, and a short k leaves nothing to save.
+inline bool padding_pays(Shape const& a, Dims const& bs, Shape const& c, int rank) {
+  for (int i = 0; i < rank - 2; ++i)
+    if (c[i] != 1) return false;
+  std::int64_t const m = c[rank - 2], n = c[rank - 1], k = a[rank - 1];
+  bool const pow2_rows = bs[rank - 1] == 1 && bs[rank - 2] % 256 == 0;
+  return pow2_rows && m >= 256 && m <= 512 && n >= 256 && n <= 512 && k >= 1024;
+}
+
 inline dnnl::memory::desc make_desc(int rank, std::int64_t const* dims, std::int64_t const* strides,
                                     dnnl::memory::data_type type = dnnl::memory::data_type::f32) {
   return dnnl::memory::desc(dnnl::memory::dims(dims, dims + rank), type, dnnl::memory::dims(strides, strides + rank));
@@ -141,7 +159,8 @@ inline dnnl::memory::desc make_desc(int rank, std::int64_t const* dims, std::int
 /// How an operand reaches the primitive.
 enum class Feed : std::uint8_t {
   as_is,        // the caller's memory, through its strides
-  pack,         // an f32 row-major copy (no unit stride in either of the last two dims)
+  pack,         // an f32 row-major copy (no unit stride in either of the last two dims), rows
+                //   padded to padded_ld for a b where padding_pays
   bf16,         // converted to bf16, keeping its strides (row-major where it would be packed)
   bf16_as_f32,  // rounded to bf16 values stored as f32, same layout (bf16 math without bf16 kernels)
 };
@@ -159,16 +178,19 @@ struct Entry : CacheEntryBase {
         Dims const& cs, CView<Cpu> biasv, float alpha, float beta, GemmMath math) {
     int const r = cv.rank();
     auto const& eng = ctx.engine();
-    auto layout_of = [&](auto const& v, Dims const& s) {
-      if (!needs_pack(s, r)) return s;
+    // f32 math also re-lays a b that oneDNN reads slowly; bf16 math copies every operand anyway.
+    bool const pads_b = math == GemmMath::f32 && padding_pays(av.shape(), bs, cv.shape(), r);
+    bool const packs_a = needs_pack(as, r), packs_b = needs_pack(bs, r) || pads_b;
+    auto layout_of = [&](auto const& v, Dims const& s, bool packs) {
+      if (!packs) return s;
       Dims rm{};
       auto const c = lnformer::detail::contiguous_strides(v.shape());
       std::copy(c.begin(), c.begin() + r, rm.begin());
       return rm;
     };
-    a_strides = layout_of(av, as);
-    b_strides = layout_of(bv, bs);
-    bool const packs_a = needs_pack(as, r), packs_b = needs_pack(bs, r);
+    a_strides = layout_of(av, as, packs_a);
+    b_strides = layout_of(bv, bs, packs_b);
+    if (pads_b) b_strides[r - 2] = padded_ld(bv.size(-1));
     auto const c_md = make_desc(r, cv.shape().begin(), cs.data());
 
     dnnl::primitive_attr attr;
