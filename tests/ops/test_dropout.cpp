@@ -8,6 +8,7 @@
 
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -31,7 +32,8 @@ std::vector<bool> dropped(Tensor<Cpu> const& y) {
 
 TEST_CASE("dropout: Cpu equals Reference and the definition key.uniform(i) < p, for every lane offset") {
   Rng rng(21);
-  for_each_dropout_case({0.1f, 0.5f, 0.9f}, kShapes, [&](float p, RngKey const& key, Shape const& s) {
+  // 1/3 and 0.1 are not multiples of 2^-24 (the mask's integer threshold is a ceiling); 0.5 is.
+  for_each_dropout_case({0.1f, 0.5f, 0.9f, 1.f / 3.f}, kShapes, [&](float p, RngKey const& key, Shape const& s) {
     auto const x = nonzero_tensor<Cpu>(s, rng);
     auto const xr = to_backend<Reference>(x);
     Tensor<Cpu> y(s);
@@ -56,6 +58,70 @@ TEST_CASE("dropout: Cpu equals Reference and the definition key.uniform(i) < p, 
     check_close(dx, dxr, 1e-6, 0, "dx");
     CHECK(dropped(dx) == dropped(y));  // the backward regenerates the forward's mask
   });
+}
+
+TEST_CASE("dropout: the AVX2 and the portable Philox paths give key.bits exactly") {
+  using cpu::detail::kDropoutBlocks;
+  // Block counts around the AVX2 path's 8-counter groups; first blocks whose low word wraps inside
+  // a group (the carry into the counter's high word).
+  for (std::uint64_t first : {std::uint64_t{0}, std::uint64_t{5}, (std::uint64_t{1} << 32) - 3, (std::uint64_t{7} << 32) - 8})
+    for (std::int64_t blocks : {std::int64_t{1}, std::int64_t{7}, std::int64_t{8}, std::int64_t{13}, kDropoutBlocks}) {
+      CAPTURE(first);
+      CAPTURE(blocks);
+      RngKey const key{0x9e3779b97f4a7c15ull, 0x0123456789abcdefull, 0};
+      auto const k0 = static_cast<std::uint32_t>(key.seed), k1 = static_cast<std::uint32_t>(key.seed >> 32);
+      auto const s0 = static_cast<std::uint32_t>(key.stream), s1 = static_cast<std::uint32_t>(key.stream >> 32);
+      std::vector<std::uint32_t> expected(static_cast<std::size_t>(4 * blocks)), bits(expected.size());
+      for (std::size_t i = 0; i < expected.size(); ++i) expected[i] = key.bits(4 * first + i);
+      cpu::detail::philox_bits(bits.data(), first, blocks, k0, k1, s0, s1, /*avx2=*/false);
+      CHECK(bits == expected);
+      if (cpu::detail::philox_uses_avx2()) {
+        std::fill(bits.begin(), bits.end(), 0u);
+        cpu::detail::philox_bits(bits.data(), first, blocks, k0, k1, s0, s1, /*avx2=*/true);
+        CHECK(bits == expected);
+      }
+    }
+  if (!cpu::detail::philox_uses_avx2()) MESSAGE("this CPU has no AVX2: only the portable Philox path was checked");
+}
+
+TEST_CASE("dropout: the integer threshold is exactly the float test key.uniform(i) < p") {
+  Rng rng(25);
+  std::vector<float> ps{0.1f, 0.5f, 1.f / 3.f, 0x1.0p-24f, 0x1.8p-24f, 0x1.0p-30f, 0.999999f, std::nextafter(1.f, 0.f)};
+  for (int i = 0; i < 1000; ++i) ps.push_back(rng.uniform(0.f, 1.f));
+  for (float p : ps) {
+    CAPTURE(p);
+    std::uint32_t const t = cpu::detail::drop_below(p);
+    REQUIRE(t >= 1);
+    REQUIRE(t <= (1u << 24));
+    CHECK(static_cast<float>(t - 1) * 0x1.0p-24f < p);    // the largest dropped value is dropped
+    if (t < (1u << 24)) CHECK_FALSE(static_cast<float>(t) * 0x1.0p-24f < p);  // the smallest kept is kept
+  }
+}
+
+TEST_CASE("dropout: a dropped inf or NaN is +0, a kept one stays inf or NaN") {
+  Shape const s{4099};
+  Tensor<Cpu> x(s), y(s);
+  for (std::int64_t i = 0; i < x.numel(); ++i)
+    x.data()[i] = i % 3 == 0 ? std::numeric_limits<float>::infinity()
+                  : i % 3 == 1 ? -std::numeric_limits<float>::quiet_NaN()
+                               : -2.f;
+  RngKey const key{5, 6, 7};
+  ops::dropout_forward(Cpu{}, y, x, 0.5f, key);
+  std::int64_t dropped_count = 0;
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    CAPTURE(i);
+    if (key.uniform(static_cast<std::uint64_t>(i)) < 0.5f) {
+      ++dropped_count;
+      REQUIRE(std::bit_cast<std::uint32_t>(y.data()[i]) == 0u);
+    } else if (i % 3 == 0) {
+      REQUIRE(y.data()[i] == std::numeric_limits<float>::infinity());
+    } else if (i % 3 == 1) {
+      REQUIRE(std::isnan(y.data()[i]));
+    } else {
+      REQUIRE(y.data()[i] == -4.f);
+    }
+  }
+  CHECK(dropped_count > 1000);
 }
 
 TEST_CASE("dropout: kept values are x / (1 - p); p = 0 copies") {
