@@ -67,7 +67,7 @@ inline constexpr std::int64_t kDropoutBlocks = kDropoutTile / 4 + 1;  // Philox 
 }
 
 #if LNF_DROPOUT_AVX2
-/// Eight Philox counters' four words (word j of counter i in lane i of c[j]) after 10 rounds.
+/// The state of eight Philox counters: word j of counter i in lane i of c[j].
 struct Philox8 {
   __m256i c[4];
 };
@@ -127,7 +127,7 @@ template <int G>
 }
 
 /// The same bits as philox_bits_portable, eight counters per AVX2 register and two registers in
-/// flight (a round's multiply-blend-xor chain is latency-bound alone). ~4x the portable path on
+/// flight (a round's multiply-blend-xor chain is latency-bound alone). ~2.5x the portable path on
 /// AVX2 machines, where the build targets SSE2 only (the x86-64 default: the library is header-only
 /// and leaves its users' flags alone). Counters past the last multiple of 8 go through
 /// Philox4x32::block.

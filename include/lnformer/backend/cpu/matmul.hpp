@@ -137,7 +137,8 @@ inline bool needs_pack(Dims const& s, int rank) { return s[rank - 1] != 1 && s[r
 inline std::int64_t padded_ld(std::int64_t n) { return n + 16; }
 
 /// oneDNN 2.6's f32 GEMM reads a and b in place (its "no-copy" kernel) when c is about [512, 512] or
-/// smaller, and that kernel loses a third of its speed when b's rows lie a power of two apart: at
+/// smaller, and that kernel loses a third of its speed when b's rows lie a power of two apart (taken
+/// here as a multiple of 256 floats; measured at 512): at
 /// c [512, 512], k 4,096, 2 threads (AVX2), b with rows 512 floats apart ran at ~30 ms, the same b
 /// with rows 528 apart at ~21 (a transposed or row-major a alike; c's and a's strides made no
 /// difference). The weight gradient of every d x d projection at d 512 is this product, dy^T @ x,
