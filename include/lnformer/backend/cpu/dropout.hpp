@@ -158,7 +158,10 @@ template <int G>
 /// Whether philox_bits runs the AVX2 path on this machine.
 inline bool philox_uses_avx2() {
 #if LNF_DROPOUT_AVX2
-  static bool const avx2 = __builtin_cpu_supports("avx2");
+  static bool const avx2 = [] {
+    __builtin_cpu_init();  // idempotent; needed if the first call comes from a static initialiser
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
   return avx2;
 #else
   return false;
