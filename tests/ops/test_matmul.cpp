@@ -106,6 +106,53 @@ TEST_CASE("matmul: a b whose rows lie a power of two apart is re-laid with padde
   check_close(dwc, dwr, kMatmulRtol, kMatmulAtol, "dw of a [270, 256] projection over 1,040 rows");
 }
 
+TEST_CASE("matmul: a c oneDNN would send to its no-copy kernel with power-of-two rows is computed wider") {
+  namespace gm = cpu::detail::gemm;
+  // widened_n's bounds: a^T [m, k] (dy^T of a weight gradient) and b [k, n] with leading strides ld.
+  struct Case {
+    std::int64_t m, k, n, ld, wide;
+  };
+  for (auto [m, k, n, ld, wide] : std::vector<Case>{{512, 1024, 512, 512, 544},
+                                                    {512, 4096, 500, 512, 544},   // n not a multiple of 16
+                                                    {512, 1023, 512, 512, 0},     // k too short to pay
+                                                    {512, 1024, 512, 520, 0},     // no power-of-two rows
+                                                    {512, 1024, 256, 256, 0},     // would need n' > 9n/8
+                                                    {480, 1024, 512, 512, 0},     // likewise (n' 592)
+                                                    {1024, 1024, 512, 512, 0}}) {  // oneDNN packs it already
+    auto const name = fmt::format("m {} k {} n {} ld {}", m, k, n, ld);
+    CHECK_MESSAGE(gm::widened_n(Shape{m, k}, gm::Dims{1, ld}, gm::Dims{ld, 1}, Shape{m, n}, 2, false) == wide, name);
+    if (wide == 0) continue;
+    CHECK(!gm::dnnl_forces_nocopy(m, wide));
+    CHECK(gm::dnnl_forces_nocopy(m, wide - 16));
+    CHECK(gm::widened_n(Shape{m, k}, gm::Dims{1, ld}, gm::Dims{ld, 1}, Shape{m, n}, 2, /*has_bias=*/true) == 0);
+    CHECK(gm::widened_n(Shape{1, m, k}, gm::Dims{m * ld, 1, ld}, gm::Dims{k * ld, ld, 1}, Shape{1, m, n}, 3, false) == 0);
+    // Only one operand with power-of-two rows is enough.
+    CHECK(gm::widened_n(Shape{m, k}, gm::Dims{1, ld + 8}, gm::Dims{ld, 1}, Shape{m, n}, 2, false) == wide);
+    CHECK(gm::widened_n(Shape{m, k}, gm::Dims{1, ld}, gm::Dims{ld + 8, 1}, Shape{m, n}, 2, false) == wide);
+    // The product itself, with beta (applied when c is copied out of the workspace) and a strided c.
+    check_matmul_agrees<Cpu>(
+        "widened a^T, " + name, Shape{k, ld}, Shape{k, ld}, Shape{m, n + 3},
+        [=](auto& c, auto& a, auto& b) {
+          using B = typename std::remove_reference_t<decltype(c)>::backend;
+          return std::tuple{View<B>(c.data() + 1, Shape{m, n}, Strides{n + 3, 1}),
+                            CView<B>(a.data(), Shape{m, k}, Strides{1, ld}),
+                            CView<B>(b.data() + (ld - n), Shape{k, n}, Strides{ld, 1})};
+        },
+        -0.5f, 1.f);
+    // c [m, n'] went through the workspace (slot 3, which nothing else uses).
+    CHECK(cpu::context().workspace_bytes(3) >= static_cast<std::size_t>(m * wide) * sizeof(float));
+  }
+  // A weight gradient of a [512, 512] projection, through linear_backward (dw accumulates: beta 1).
+  Rng rng(11);
+  auto const x = random_tensor<Reference>(Shape{1100, 512}, rng), dy = random_tensor<Reference>(Shape{1100, 512}, rng);
+  auto const w = random_tensor<Reference>(Shape{512, 512}, rng);
+  auto dwr = random_tensor<Reference>(Shape{512, 512}, rng);
+  auto xc = to_backend<Cpu>(x), dyc = to_backend<Cpu>(dy), wc = to_backend<Cpu>(w), dwc = to_backend<Cpu>(dwr);
+  ops::linear_backward(Reference{}, View<Reference>{}, dwr, View<Reference>{}, dy, x, w);
+  ops::linear_backward(Cpu{}, View<Cpu>{}, dwc, View<Cpu>{}, dyc, xc, wc);
+  check_close(dwc, dwr, kMatmulRtol, kMatmulAtol, "dw of a [512, 512] projection over 1,100 rows");
+}
+
 TEST_CASE("matmul: operands with no unit stride, and a strided c") {
   std::int64_t const m = 17, k = 33, n = 9;
   // a: every other column of an [m, 2k] buffer; b: every third column of an [n, 3k] buffer, transposed.

@@ -118,7 +118,7 @@ class Context {
   /// Per-call working memory (oneDNN scratchpads, packed operands) lives here rather than in cache
   /// entries: a buffer per entry cost gigabytes with thousands of cached shapes, one per slot costs
   /// the largest single need. Valid until the next call for the same slot with more bytes.
-  static constexpr int kWorkspaceSlots = 3;
+  static constexpr int kWorkspaceSlots = 4;
   [[nodiscard]] void* workspace(int slot, std::size_t bytes) {
     LNF_EXPECTS(slot >= 0 && slot < kWorkspaceSlots, "cpu::Context::workspace: slot {} of {}", slot, kWorkspaceSlots);
     auto& w = workspace_[static_cast<std::size_t>(slot)];
@@ -128,6 +128,11 @@ class Context {
       w.bytes = size;
     }
     return w.data.get();
+  }
+  /// Bytes held by buffer `slot` / by all of them.
+  [[nodiscard]] std::size_t workspace_bytes(int slot) const {
+    LNF_EXPECTS(slot >= 0 && slot < kWorkspaceSlots, "cpu::Context::workspace_bytes: slot {} of {}", slot, kWorkspaceSlots);
+    return workspace_[static_cast<std::size_t>(slot)].bytes;
   }
   [[nodiscard]] std::size_t workspace_bytes() const {
     std::size_t n = 0;

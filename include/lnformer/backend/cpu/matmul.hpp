@@ -152,6 +152,35 @@ inline bool padding_pays(Shape const& a, Dims const& bs, Shape const& c, int ran
   return pow2_rows && m >= 256 && m <= 512 && n >= 256 && n <= 512 && k >= 1024;
 }
 
+/// Whether oneDNN 2.6's f32 GEMM sends c [m, n] to its no-copy kernel regardless of k: it does so
+/// when 1/m + 1/n >= 0.0038 (measured here: m 512 with n 536 went there, n 544 did not).
+inline bool dnnl_forces_nocopy(std::int64_t m, std::int64_t n) { return 1.0 / m + 1.0 / n >= 0.0038; }
+
+/// The width n' > n that c and b are widened to for oneDNN, or 0 where widening does not pay.
+/// The no-copy kernel is slow when an operand's rows (a^T's columns) lie a multiple of 256 floats
+/// apart, and padding b's rows (padding_pays) mends only half of it: c [512, 512] = dy^T [512, 4096]
+/// @ x [4096, 512], the weight gradient of every d x d projection at d 512, ran at ~90 GFLOP/s that
+/// way (2 threads, AVX2), ~125-140 with both a and b padded, and ~120-130 counting only the useful
+/// columns when b is copied with n' - n zero columns appended so that c [512, 544] goes to oneDNN's
+/// packing kernel instead; that last costs one copy (of b, as padding does) where padding a too would
+/// cost two. So: a 2-D problem (not a batch) without bias, k >= 1,024, a c oneDNN sends to no-copy with an operand
+/// whose leading stride is a multiple of 256 floats, and an n' (a multiple of 16) that leaves
+/// no-copy at most 1/8 wider than n. Columns of c beyond n are computed in the workspace and dropped.
+inline std::int64_t widened_n(Shape const& a, Dims const& as, Dims const& bs, Shape const& c, int rank,
+                              bool has_bias) {
+  if (rank != 2) return 0;
+  std::int64_t const m = c[0], n = c[1], k = a[1];
+  auto pow2_rows = [&](Dims const& s) {
+    std::int64_t const ld = s[1] == 1 ? s[0] : s[1];
+    return ld % 256 == 0;
+  };
+  if (has_bias || k < 1024 || m < 256 || n < 256 || !dnnl_forces_nocopy(m, n) || !(pow2_rows(as) || pow2_rows(bs)))
+    return 0;
+  std::int64_t wide = (n + 15) / 16 * 16;
+  while (dnnl_forces_nocopy(m, wide) && wide * 8 <= n * 9) wide += 16;
+  return wide * 8 <= n * 9 && !dnnl_forces_nocopy(m, wide) ? wide : 0;
+}
+
 inline dnnl::memory::desc make_desc(int rank, std::int64_t const* dims, std::int64_t const* strides,
                                     dnnl::memory::data_type type = dnnl::memory::data_type::f32) {
   return dnnl::memory::desc(dnnl::memory::dims(dims, dims + rank), type, dnnl::memory::dims(strides, strides + rank));
@@ -161,7 +190,8 @@ inline dnnl::memory::desc make_desc(int rank, std::int64_t const* dims, std::int
 enum class Feed : std::uint8_t {
   as_is,        // the caller's memory, through its strides
   pack,         // an f32 row-major copy (no unit stride in either of the last two dims), rows
-                //   padded to padded_ld for a b where padding_pays
+                //   padded to padded_ld for a b where padding_pays, or widened_n long with zeros
+                //   after the n columns of b where that is not 0
   bf16,         // converted to bf16, keeping its strides (row-major where it would be packed)
   bf16_as_f32,  // rounded to bf16 values stored as f32, same layout (bf16 math without bf16 kernels)
 };
@@ -173,6 +203,7 @@ struct Entry : CacheEntryBase {
   std::unordered_map<int, dnnl::memory> args;
   Feed feed_a = Feed::as_is, feed_b = Feed::as_is;
   Dims a_strides{}, b_strides{};  // of the memory the primitive reads (the copy's, when fed one)
+  std::int64_t wide_n = 0;        // widened_n: b and c are [.., wide_n] for the primitive, c in the workspace
   std::size_t scratch_bytes = 0;  // 0: the primitive needs no scratchpad
 
   Entry(Context& ctx, CView<Cpu> av, Dims const& as, CView<Cpu> bv, Dims const& bs, View<Cpu> cv,
@@ -180,8 +211,9 @@ struct Entry : CacheEntryBase {
     int const r = cv.rank();
     auto const& eng = ctx.engine();
     // f32 math also re-lays a b that oneDNN reads slowly; bf16 math copies every operand anyway.
-    bool const pads_b = math == GemmMath::f32 && padding_pays(av.shape(), bs, cv.shape(), r);
-    bool const packs_a = needs_pack(as, r), packs_b = needs_pack(bs, r) || pads_b;
+    if (math == GemmMath::f32) wide_n = widened_n(av.shape(), as, bs, cv.shape(), r, !biasv.empty());
+    bool const pads_b = math == GemmMath::f32 && wide_n == 0 && padding_pays(av.shape(), bs, cv.shape(), r);
+    bool const packs_a = needs_pack(as, r), packs_b = needs_pack(bs, r) || pads_b || wide_n != 0;
     auto layout_of = [&](auto const& v, Dims const& s, bool packs) {
       if (!packs) return s;
       Dims rm{};
@@ -192,12 +224,21 @@ struct Entry : CacheEntryBase {
     a_strides = layout_of(av, as, packs_a);
     b_strides = layout_of(bv, bs, packs_b);
     if (pads_b) b_strides[r - 2] = padded_ld(bv.size(-1));
-    auto const c_md = make_desc(r, cv.shape().begin(), cs.data());
+    // Widened: b [k, wide_n] and c [m, wide_n], both row-major; beta is applied when c is copied out.
+    Shape b_shape = bv.shape(), c_shape = cv.shape();
+    Dims c_strides = cs;
+    if (wide_n != 0) {
+      b_strides[r - 2] = wide_n;
+      b_shape = Shape{bv.size(-2), wide_n};
+      c_shape = Shape{cv.size(-2), wide_n};
+      c_strides = Dims{wide_n, 1, 0, 0};
+    }
+    auto const c_md = make_desc(r, c_shape.begin(), c_strides.data());
 
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // the context's workspace: no allocation per call
     if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-    if (beta != 0.f) {
+    if (beta != 0.f && wide_n == 0) {
       dnnl::post_ops po;
       po.append_sum(beta);
       attr.set_post_ops(po);
@@ -211,7 +252,7 @@ struct Entry : CacheEntryBase {
     }
     auto make_pd = [&](dnnl::memory::data_type type) {
       auto const a_md = make_desc(r, av.shape().begin(), a_strides.data(), type);
-      auto const b_md = make_desc(r, bv.shape().begin(), b_strides.data(), type);
+      auto const b_md = make_desc(r, b_shape.begin(), b_strides.data(), type);
       if (biasv.empty()) return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, eng);
       return dnnl::matmul::primitive_desc(
           dnnl::matmul::desc(a_md, b_md, make_desc(r, bd.data(), bst.data()), c_md), attr, eng);
@@ -289,6 +330,32 @@ void copy_view(Out* dst, CView<Cpu> v, Dims const& dst_strides, F f) {
   }
 }
 
+/// b [k, n] copied row-major into workspace slot 2 with rows `wide` long, columns n.. zero.
+inline float* widened_copy(Context& ctx, CView<Cpu> b, std::int64_t wide) {
+  std::int64_t const k = b.size(-2), n = b.size(-1);
+  auto* dst = static_cast<float*>(ctx.workspace(2, static_cast<std::size_t>(k * wide) * sizeof(float)));
+  copy_view(dst, b, Dims{wide, 1, 0, 0}, [](float x) { return x; });
+#pragma omp parallel for schedule(static) if (k * (wide - n) > 16384)
+  for (std::int64_t i = 0; i < k; ++i) std::fill(dst + i * wide + n, dst + (i + 1) * wide, 0.f);
+  return dst;
+}
+
+/// c = wide[:, :n] + beta c, where wide [m, wide_n] is the primitive's c (alpha already applied).
+inline void copy_out_widened(View<Cpu> c, float const* wide, std::int64_t wide_n, float beta) {
+  std::int64_t const m = c.size(-2), n = c.size(-1), s0 = c.stride(-2), s1 = c.stride(-1);
+  float* const out = c.data();
+#pragma omp parallel for schedule(static) if (m * n > 16384)
+  for (std::int64_t i = 0; i < m; ++i) {
+    float const* in = wide + i * wide_n;
+    float* row = out + i * s0;
+    if (beta == 0.f) {
+      for (std::int64_t j = 0; j < n; ++j) row[j * s1] = in[j];
+    } else {
+      for (std::int64_t j = 0; j < n; ++j) row[j * s1] = in[j] + beta * row[j * s1];
+    }
+  }
+}
+
 template <class T>
 void append_view(std::string& key, char tag, TensorView<Cpu, T> const& v, Dims const& s) {
   fmt::format_to(std::back_inserter(key), "{}[{}|{}]", tag,
@@ -361,12 +428,15 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
       copy_view(dst, v, s, [](float x) { return round_to_bf16(x); });
     return dst;
   };
+  std::int64_t const wide = entry.wide_n;
   void* const a_data = fed(1, a, entry.feed_a, entry.a_strides);
-  void* const b_data = fed(2, b, entry.feed_b, entry.b_strides);
+  void* const b_data = wide == 0 ? fed(2, b, entry.feed_b, entry.b_strides) : widened_copy(ctx, b, wide);
+  float* const c_data = wide == 0 ? c.data() : static_cast<float*>(ctx.workspace(3, static_cast<std::size_t>(c.size(-2) * wide) * sizeof(float)));
   LNF_DNNL_CHECK(if (entry.scratch_bytes != 0) entry.scratchpad.set_data_handle(ctx.workspace(0, entry.scratch_bytes));
-                 entry.a.set_data_handle(a_data); entry.b.set_data_handle(b_data); entry.c.set_data_handle(c.data());
+                 entry.a.set_data_handle(a_data); entry.b.set_data_handle(b_data); entry.c.set_data_handle(c_data);
                  if (!bias.empty()) entry.bias.set_data_handle(const_cast<float*>(bias.data()));
                  entry.prim.execute(ctx.stream(), entry.args); ctx.stream().wait());
+  if (wide != 0) copy_out_widened(c, c_data, wide, beta);
 }
 
 using ops::detail::gemm::rows_of;
