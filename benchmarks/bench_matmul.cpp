@@ -7,8 +7,9 @@
 //
 // Prints per shape GFLOP/s through the library, GFLOP/s of raw oneDNN and their ratio, then the
 // smallest ratio: the overhead of the library's dispatch (key, cache lookup, handle rebinding). A
-// ratio above 1 is the library re-laying an operand oneDNN reads slowly (the [512, 512] dW row:
-// cpu::detail::gemm::padding_pays), which the raw call does not do.
+// ratio above 1 is the library steering oneDNN off a slow kernel, which the raw call does not do
+// (the [512, 512] dW row: b copied with zero columns appended so that c is [512, 544],
+// cpu::detail::gemm::widened_n).
 
 #include <lnformer/backend/cpu/cpu.hpp>
 #include <lnformer/backend/cpu/matmul.hpp>

@@ -141,9 +141,10 @@ inline std::int64_t padded_ld(std::int64_t n) { return n + 16; }
 /// here as a multiple of 256 floats; measured at 512): at
 /// c [512, 512], k 4,096, 2 threads (AVX2), b with rows 512 floats apart ran at ~30 ms, the same b
 /// with rows 528 apart at ~21 (a transposed or row-major a alike; c's and a's strides made no
-/// difference). The weight gradient of every d x d projection at d 512 is this product, dy^T @ x,
-/// so b is copied into the workspace with padded rows first: ~2 ms for a [4096, 512] b. Larger c go
-/// through oneDNN's packing kernels, which do not care, and a short k leaves nothing to save.
+/// difference). The weight gradient of a d x d projection is this product, dy^T @ x, so b is copied
+/// into the workspace with padded rows first: ~2 ms for a [4096, 512] b. Larger c go through
+/// oneDNN's packing kernels, which do not care, and a short k leaves nothing to save. Where
+/// widened_n applies (c [512, 512] among others) it does better and is used instead.
 inline bool padding_pays(Shape const& a, Dims const& bs, Shape const& c, int rank) {
   for (int i = 0; i < rank - 2; ++i)
     if (c[i] != 1) return false;
@@ -162,10 +163,12 @@ inline bool dnnl_forces_nocopy(std::int64_t m, std::int64_t n) { return 1.0 / m 
 /// @ x [4096, 512], the weight gradient of every d x d projection at d 512, ran at ~90 GFLOP/s that
 /// way (2 threads, AVX2), ~125-140 with both a and b padded, and ~120-130 counting only the useful
 /// columns when b is copied with n' - n zero columns appended so that c [512, 544] goes to oneDNN's
-/// packing kernel instead; that last costs one copy (of b, as padding does) where padding a too would
-/// cost two. So: a 2-D problem (not a batch) without bias, k >= 1,024, a c oneDNN sends to no-copy with an operand
-/// whose leading stride is a multiple of 256 floats, and an n' (a multiple of 16) that leaves
-/// no-copy at most 1/8 wider than n. Columns of c beyond n are computed in the workspace and dropped.
+/// packing kernel instead; that last costs one copy (of b, as padding does) where padding a too
+/// would cost two. So: a 2-D problem (not a batch) without bias, k >= 1,024, a c oneDNN sends to
+/// no-copy with an operand whose leading stride is a multiple of 256 floats, and an n' (a multiple
+/// of 16) that leaves no-copy and is at most 1/8 wider than n. Columns of c beyond n are computed in
+/// the workspace and dropped. (With c [496, 496] and no power-of-two strides, no-copy ran at
+/// ~125-145: it is the strides, not the kernel, that are slow.)
 inline std::int64_t widened_n(Shape const& a, Dims const& as, Dims const& bs, Shape const& c, int rank,
                               bool has_bias) {
   if (rank != 2) return 0;
