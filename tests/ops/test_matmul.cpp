@@ -33,6 +33,23 @@ using test::plain;
 using test::random_tensor;
 using test::to_backend;
 
+namespace {
+
+/// dw += dy^T @ x through linear_backward, for a projection [out, in] over `rows` rows: Cpu
+/// against Reference, from the same random dw.
+void check_weight_gradient(std::int64_t rows, std::int64_t out, std::int64_t in, std::uint64_t seed) {
+  Rng rng(seed);
+  auto const x = random_tensor<Reference>(Shape{rows, in}, rng), dy = random_tensor<Reference>(Shape{rows, out}, rng);
+  auto const w = random_tensor<Reference>(Shape{out, in}, rng);
+  auto dwr = random_tensor<Reference>(Shape{out, in}, rng);
+  auto xc = to_backend<Cpu>(x), dyc = to_backend<Cpu>(dy), wc = to_backend<Cpu>(w), dwc = to_backend<Cpu>(dwr);
+  ops::linear_backward(Reference{}, View<Reference>{}, dwr, View<Reference>{}, dy, x, w);
+  ops::linear_backward(Cpu{}, View<Cpu>{}, dwc, View<Cpu>{}, dyc, xc, wc);
+  check_close(dwc, dwr, kMatmulRtol, kMatmulAtol, fmt::format("dw of a [{}, {}] projection over {} rows", out, in, rows));
+}
+
+}  // namespace
+
 TEST_CASE("matmul: Cpu agrees with Reference on 2-D shapes, alpha and beta") {
   struct Mkn {
     std::int64_t m, k, n;
@@ -96,14 +113,7 @@ TEST_CASE("matmul: a b whose rows lie a power of two apart is re-laid with padde
         0.5f, 1.f);
   }
   // The weight gradient of a d x d projection is this product.
-  Rng rng(7);
-  auto const x = random_tensor<Reference>(Shape{1040, 256}, rng), dy = random_tensor<Reference>(Shape{1040, 270}, rng);
-  auto const w = random_tensor<Reference>(Shape{270, 256}, rng);
-  auto dwr = random_tensor<Reference>(Shape{270, 256}, rng);
-  auto xc = to_backend<Cpu>(x), dyc = to_backend<Cpu>(dy), wc = to_backend<Cpu>(w), dwc = to_backend<Cpu>(dwr);
-  ops::linear_backward(Reference{}, View<Reference>{}, dwr, View<Reference>{}, dy, x, w);
-  ops::linear_backward(Cpu{}, View<Cpu>{}, dwc, View<Cpu>{}, dyc, xc, wc);
-  check_close(dwc, dwr, kMatmulRtol, kMatmulAtol, "dw of a [270, 256] projection over 1,040 rows");
+  check_weight_gradient(1040, 270, 256, 7);
 }
 
 TEST_CASE("matmul: a c oneDNN would send to its no-copy kernel with power-of-two rows is computed wider") {
@@ -143,14 +153,7 @@ TEST_CASE("matmul: a c oneDNN would send to its no-copy kernel with power-of-two
     CHECK(cpu::context().workspace_bytes(3) >= static_cast<std::size_t>(m * wide) * sizeof(float));
   }
   // A weight gradient of a [512, 512] projection, through linear_backward (dw accumulates: beta 1).
-  Rng rng(11);
-  auto const x = random_tensor<Reference>(Shape{1100, 512}, rng), dy = random_tensor<Reference>(Shape{1100, 512}, rng);
-  auto const w = random_tensor<Reference>(Shape{512, 512}, rng);
-  auto dwr = random_tensor<Reference>(Shape{512, 512}, rng);
-  auto xc = to_backend<Cpu>(x), dyc = to_backend<Cpu>(dy), wc = to_backend<Cpu>(w), dwc = to_backend<Cpu>(dwr);
-  ops::linear_backward(Reference{}, View<Reference>{}, dwr, View<Reference>{}, dy, x, w);
-  ops::linear_backward(Cpu{}, View<Cpu>{}, dwc, View<Cpu>{}, dyc, xc, wc);
-  check_close(dwc, dwr, kMatmulRtol, kMatmulAtol, "dw of a [512, 512] projection over 1,100 rows");
+  check_weight_gradient(1100, 512, 512, 11);
 }
 
 TEST_CASE("matmul: operands with no unit stride, and a strided c") {
