@@ -207,6 +207,35 @@ LNF_GPU_TEST_CASE("gpu dropout: the mask is key.uniform(i) < p bit for bit, as t
   });
 }
 
+LNF_GPU_TEST_CASE("gpu dropout_add: x + drop(h) as the Reference's, in place over x or h, p = 0 included") {
+  Rng rng(104);
+  for_each_dropout_case({0.f, 0.1f, 0.5f}, kShapes, [&](float p, RngKey const& key, Shape const& s) {
+    auto const xr = random_tensor<Reference>(s, rng, -3.f, 3.f);
+    auto const hr = nonzero_tensor<Reference>(s, rng);
+    auto const xg = to_gpu(xr);
+    auto const hg = to_gpu(hr);
+    Tensor<Reference> yr(s);
+    Tensor<Gpu> yg(s);
+    ops::dropout_add(Reference{}, yr, xr, hr, p, key);
+    ops::dropout_add(Gpu{}, yg, xg, hg, p, key);
+    check_gpu_close(yg, yr, 1e-6, 1e-6, "y");
+    // The sum of the GPU's own dropout and add, bit for bit.
+    Tensor<Gpu> dropped(s), unfused(s);
+    ops::dropout_forward(Gpu{}, dropped, hg, p, key);
+    ops::add(Gpu{}, unfused, xg, dropped);
+    CHECK(bit_differences(yg.to_host(), unfused.to_host()) == 0);
+    auto over_x = xg.clone();
+    ops::dropout_add(Gpu{}, over_x, over_x, hg, p, key);
+    CHECK(bit_differences(over_x.to_host(), yg.to_host()) == 0);
+    auto over_h = hg.clone();
+    ops::dropout_add(Gpu{}, over_h, xg, over_h, p, key);
+    CHECK(bit_differences(over_h.to_host(), yg.to_host()) == 0);
+  });
+  Tensor<Gpu> a(Shape{4, 5}), b(Shape{5, 4});
+  CHECK_THROWS_AS(ops::dropout_add(Gpu{}, a, a, b, 0.1f, RngKey{}), ShapeError);
+  CHECK_THROWS_AS(ops::dropout_add(Gpu{}, a, a, a, 1.f, RngKey{}), ValueError);
+}
+
 LNF_GPU_TEST_CASE("gpu dropout: p = 0 copies; p out of [0, 1) is a ValueError; shapes must match") {
   Rng rng(103);
   Shape const s{37, 29};

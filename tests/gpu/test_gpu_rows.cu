@@ -352,6 +352,29 @@ LNF_GPU_TEST_CASE("gpu layer_norm: dgamma/dbeta accumulate deterministically, dx
   cuda::context().synchronize();
 }
 
+LNF_GPU_TEST_CASE("gpu layer_norm: a residual gradient is added to dx, in place over it or not") {
+  Rng rng(205);
+  for (Shape const shape : {Shape{70, 257}, Shape{3, 5}, Shape{4, 2, 512}}) {
+    CAPTURE(shape.str());
+    auto const in = ln_inputs(shape, rng);
+    auto const r = ln_reference(in, 1e-5f);
+    auto const res_r = random_tensor<Reference>(shape, rng, -3.f, 3.f);
+    Tensor<Reference> want(shape);
+    ops::layer_norm_backward(Reference{}, want, View<Reference>{}, View<Reference>{}, in.dy, in.x, r.mean, r.rstd,
+                             in.gamma, res_r);
+    LnGpu const g(in);
+    auto const mean = to_gpu(r.mean);
+    auto const rstd = to_gpu(r.rstd);
+    auto const res = to_gpu(res_r);
+    Tensor<Gpu> dx(shape);
+    ops::layer_norm_backward(Gpu{}, dx, View<Gpu>{}, View<Gpu>{}, g.dy, g.x, mean, rstd, g.gamma, res);
+    check_gpu_close(dx, want, 1e-4, 1e-5, "dx with the residual");
+    auto over = res.clone();
+    ops::layer_norm_backward(Gpu{}, over, View<Gpu>{}, View<Gpu>{}, g.dy, g.x, mean, rstd, g.gamma, over);
+    check_gpu_same(over, dx, "dx over the residual");
+  }
+}
+
 LNF_GPU_TEST_CASE("gpu layer_norm: shape errors are the contract's") {
   Tensor<Gpu> x(Shape{4, 7}), y(Shape{4, 8}), mean(Shape{4}), rstd(Shape{4}), gamma(Shape{7}), beta(Shape{7});
   CHECK_THROWS_AS(ops::layer_norm_forward(Gpu{}, y, mean, rstd, x, gamma, beta, 1e-5f), ShapeError);

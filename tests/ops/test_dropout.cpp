@@ -2,6 +2,7 @@
 // (key.uniform per element), mask reproducibility, statistics, gradients and errors.
 #include <lnformer/backend/cpu/dropout.hpp>
 #include <lnformer/backend/reference/dropout.hpp>
+#include <lnformer/backend/reference/elementwise.hpp>
 
 #include "ops/fixtures_elementwise.hpp"
 #include "support.hpp"
@@ -232,6 +233,73 @@ TEST_CASE("dropout works in place") {
   auto ar = to_backend<Reference>(x);
   ops::dropout_forward(Reference{}, ar, ar, 0.25f, key);
   check_close(ar, y, 1e-6, 0, "reference y in place");
+}
+
+TEST_CASE("dropout_add: x + drop(h) equals dropout_forward then add, bit for bit, for every lane offset") {
+  Rng rng(26);
+  for_each_dropout_case({0.f, 0.1f, 1.f / 3.f}, kShapes, [&](float p, RngKey const& key, Shape const& s) {
+    auto const x = random_tensor<Cpu>(s, rng, -3.f, 3.f);
+    auto const h = nonzero_tensor<Cpu>(s, rng);
+    Tensor<Cpu> dropped_h(s), unfused(s), y(s);
+    ops::dropout_forward(Cpu{}, dropped_h, h, p, key);
+    ops::add(Cpu{}, unfused, x, dropped_h);
+    ops::dropout_add(Cpu{}, y, x, h, p, key);
+    check_close(y, unfused, 0, 0, "Cpu y");
+
+    auto const xr = to_backend<Reference>(x);
+    auto const hr = to_backend<Reference>(h);
+    Tensor<Reference> dropped_hr(s), unfused_r(s), yr(s);
+    ops::dropout_forward(Reference{}, dropped_hr, hr, p, key);
+    ops::add(Reference{}, unfused_r, xr, dropped_hr);
+    ops::dropout_add(Reference{}, yr, xr, hr, p, key);
+    check_close(yr, unfused_r, 0, 0, "Reference y");
+    check_close(y, yr, 1e-6, 1e-6, "Cpu against Reference");
+
+    auto over_x = x.clone();  // y may alias x or h
+    ops::dropout_add(Cpu{}, over_x, over_x, h, p, key);
+    check_close(over_x, y, 0, 0, "y over x");
+    auto over_h = h.clone();
+    ops::dropout_add(Cpu{}, over_h, x, over_h, p, key);
+    check_close(over_h, y, 0, 0, "y over h");
+  });
+}
+
+TEST_CASE("dropout_add matches central finite differences: dy for x, dropout_backward(dy) for h") {
+  Rng rng(27);
+  for (auto const& s : {Shape{17}, Shape{9, 33}}) {
+    CAPTURE(s.str());
+    auto x = random_tensor<Cpu>(s, rng);
+    auto h = random_tensor<Cpu>(s, rng);
+    auto const w = random_tensor<Cpu>(s, rng);
+    RngKey const key{8, 5, 1};
+    float const p = 0.3f;
+    Tensor<Cpu> y(s), dh(s);
+    auto loss = [&] {
+      ops::dropout_add(Cpu{}, y, x, h, p, key);
+      return weighted_sum<Cpu>(y, w);
+    };
+    ops::dropout_backward(Cpu{}, dh, w, p, key);
+    check_gradient("h", h, dh, loss, 1e-2, 1e-3, 1e-5);
+    auto dx = w.clone();
+    check_gradient("x", x, dx, loss, 1e-2, 1e-3, 1e-5);
+  }
+}
+
+TEST_CASE("dropout_add: p out of [0, 1) is a ValueError; shape errors name all three shapes") {
+  Tensor<Cpu> x(Shape{4, 5}), h(Shape{4, 5}), y(Shape{4, 5}), z(Shape{5, 4});
+  RngKey const key{};
+  CHECK_THROWS_WITH_AS(ops::dropout_add(Cpu{}, y, x, h, 1.f, key),
+                       doctest::Contains("dropout_add: dropout probability p = 1 must be in [0, 1)"), ValueError);
+  CHECK_THROWS_WITH_AS(ops::dropout_add(Cpu{}, y, x, z, 0.1f, key),
+                       doctest::Contains("dropout_add: y has shape [4, 5], x [4, 5] and h [5, 4]; they must match"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(ops::dropout_add(Cpu{}, y, x, z.view().transposed(), 0.1f, key),
+                       doctest::Contains("dropout_add: y (shape [4, 5]), x (shape [4, 5]) and h (shape [4, 5]) must "
+                                         "be contiguous"),
+                       ShapeError);
+  Tensor<Reference> xr(Shape{4, 5}), yr(Shape{4, 5});
+  CHECK_THROWS_WITH_AS(ops::dropout_add(Reference{}, yr, xr, xr, -1.f, key), doctest::Contains("p = -1 must be"),
+                       ValueError);
 }
 
 TEST_CASE("dropout: p out of [0, 1) is a ValueError naming p; shape errors name the shapes") {

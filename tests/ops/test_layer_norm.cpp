@@ -1,6 +1,8 @@
 // Layer norm: CPU against the reference, finite-difference gradients, statistics of the output,
 // numerical care (large offsets, constant rows), aliasing, accumulate/assign semantics, shape errors.
+#include <lnformer/backend/cpu/elementwise.hpp>
 #include <lnformer/backend/cpu/layer_norm.hpp>
+#include <lnformer/backend/reference/elementwise.hpp>
 #include <lnformer/backend/reference/layer_norm.hpp>
 
 #include "support.hpp"
@@ -333,4 +335,76 @@ TEST_CASE_TEMPLATE("layer_norm: shape and value errors name the shapes", B, Cpu,
   // mean/rstd may also carry the leading dims of x.
   Tensor<B> x234(Shape{2, 3, 7}), m23(Shape{2, 3}), s23(Shape{2, 3}), y234(Shape{2, 3, 7});
   CHECK_NOTHROW(ops::layer_norm_forward(B{}, y234, m23, s23, x234, gamma, beta, 1e-5f));
+}
+
+TEST_CASE_TEMPLATE("layer_norm: a residual gradient is added to dx in the same pass, in place or not", B, Cpu,
+                   Reference) {
+  Rng rng(19);
+  for (Shape const shape : {Shape{70, 257}, Shape{3, 5}, Shape{4, 2, 512}}) {
+    CAPTURE(shape.str());
+    std::int64_t const d = shape[-1];
+    Shape const rows = rows_shape(shape);
+    auto const x = random_tensor<B>(shape, rng);
+    auto const gamma = random_tensor<B>(Shape{d}, rng);
+    auto const beta = random_tensor<B>(Shape{d}, rng);
+    auto const dy = random_tensor<B>(shape, rng);
+    auto const res = random_tensor<B>(shape, rng, -3.f, 3.f);
+    Tensor<B> y(shape), mean(rows), rstd(rows);
+    ops::layer_norm_forward(B{}, y, mean, rstd, x, gamma, beta, 1e-5f);
+
+    // The unfused result: the norm's gradient, then add.
+    Tensor<B> dx(shape), dg(Shape{d}), db(Shape{d}), sum(shape);
+    ops::layer_norm_backward(B{}, dx, dg, db, dy, x, mean, rstd, gamma);
+    ops::add(B{}, sum, res, dx);
+
+    Tensor<B> fused(shape), dgf(Shape{d}), dbf(Shape{d});
+    ops::layer_norm_backward(B{}, fused, dgf, dbf, dy, x, mean, rstd, gamma, res);
+    check_close(fused, sum, 1e-6, 1e-6, "dx with the residual");
+    check_close(dgf, dg, 0, 0, "dgamma is unchanged by the residual");
+    check_close(dbf, db, 0, 0, "dbeta is unchanged by the residual");
+
+    auto in_place = res.clone();  // dx = the residual itself
+    ops::layer_norm_backward(B{}, in_place, View<B>{}, View<B>{}, dy, x, mean, rstd, gamma, in_place);
+    check_close(in_place, fused, 0, 0, "dx over the residual");
+    auto over_dy = dy.clone();  // dx = dy, the residual elsewhere
+    ops::layer_norm_backward(B{}, over_dy, View<B>{}, View<B>{}, over_dy, x, mean, rstd, gamma, res);
+    check_close(over_dy, fused, 0, 0, "dx over dy");
+  }
+}
+
+TEST_CASE_TEMPLATE("layer_norm: finite-difference gradient of x through two paths (the residual)", B, Cpu,
+                   Reference) {
+  Rng rng(20);
+  Shape const shape{3, 17};
+  auto x = random_tensor<B>(shape, rng, -2.f, 2.f);
+  auto const gamma = random_tensor<B>(Shape{17}, rng, -1.5f, 1.5f);
+  auto const beta = random_tensor<B>(Shape{17}, rng);
+  auto const w = random_tensor<B>(shape, rng);  // loss = sum(w * LN(x)) + sum(v * x)
+  auto const v = random_tensor<B>(shape, rng);
+  Tensor<B> y(shape), mean(Shape{3}), rstd(Shape{3}), dx(shape);
+  ops::layer_norm_forward(B{}, y, mean, rstd, x, gamma, beta, 1e-5f);
+  ops::layer_norm_backward(B{}, dx, View<B>{}, View<B>{}, w, x, mean, rstd, gamma, v);
+  Tensor<B> yt(shape);
+  auto const loss = [&] {
+    ops::layer_norm_forward(B{}, yt, View<B>{}, View<B>{}, x, gamma, beta, 1e-5f);
+    return weighted_sum<B>(yt.cview(), w.cview()) + weighted_sum<B>(x.cview(), v.cview());
+  };
+  check_gradient("layer_norm x with a residual", x, dx, loss, 1e-2, 1e-2, 5e-4);
+}
+
+TEST_CASE_TEMPLATE("layer_norm: a bad residual names its shape", B, Cpu, Reference) {
+  Tensor<B> const x(Shape{4, 7}), gamma(Shape{7}), dy(Shape{4, 7}), mean(Shape{4}), rstd(Shape{4});
+  Tensor<B> dx(Shape{4, 7}), r47(Shape{4, 7}), r48(Shape{4, 8}), big(Shape{8, 7});
+  CHECK_THROWS_WITH_AS(ops::layer_norm_backward(B{}, dx, View<B>{}, View<B>{}, dy, x, mean, rstd, gamma, r48),
+                       doctest::Contains("layer_norm_backward: x has shape [4, 7] but residual has shape [4, 8]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(
+      ops::layer_norm_backward(B{}, View<B>{}, View<B>{}, View<B>{}, dy, x, mean, rstd, gamma, r47),
+      doctest::Contains("a residual (shape [4, 7]) is given but dx is not"), ShapeError);
+  // dx one row into the residual: neither the same tensor nor disjoint.
+  auto const shifted = big.view().slice(1, 5);
+  auto const first = big.view().slice(0, 4);
+  CHECK_THROWS_WITH_AS(
+      ops::layer_norm_backward(B{}, shifted, View<B>{}, View<B>{}, dy, x, mean, rstd, gamma, first),
+      doctest::Contains("dx (shape [4, 7]) partially overlaps the residual (shape [4, 7])"), ShapeError);
 }

@@ -39,6 +39,7 @@ template <class B>
 concept HasNormalizationOps = requires(B b, View<B> y, CView<B> x, float s) {
   layer_norm_forward(b, y, y, y, x, x, x, s);
   layer_norm_backward(b, y, y, y, x, x, x, x, x);
+  layer_norm_backward(b, y, y, y, x, x, x, x, x, x);  // with a residual gradient
   softmax_forward(b, y, x, x, s);
   softmax_backward(b, y, x, x, s);
 };
@@ -50,6 +51,7 @@ concept HasElementwiseOps = requires(B b, View<B> y, CView<B> x, float s, ops::A
   activation_backward(b, y, x, x, act);
   dropout_forward(b, y, x, s, key);
   dropout_backward(b, y, x, s, key);
+  dropout_add(b, y, x, x, s, key);
   add(b, y, x, x);
   scale_add(b, y, x, x, s, x);
   scale_add_backward(b, y, y, x, x, x, s);

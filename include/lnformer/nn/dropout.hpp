@@ -5,6 +5,7 @@
 #include <lnformer/core/rng.hpp>
 #include <lnformer/nn/parameter.hpp>
 #include <lnformer/ops/dropout.hpp>
+#include <lnformer/ops/elementwise.hpp>
 
 namespace lnformer {
 
@@ -22,6 +23,20 @@ class Dropout {
     key_ = RngKey{ctx.seed, stream_, ctx.pass << 40};  // 2^40 values per site and pass
     auto y = detail::ensure(y_buf_, x.shape());
     ops::dropout_forward(B{}, y, x, p_, key_);
+    return y;
+  }
+  /// The residual connection skip + drop(x) in one pass (ops::dropout_add); backward() is the gradient
+  /// for x as after forward(x), and the skip path's gradient is dy itself.
+  CView<B> forward_add(CView<B> skip, CView<B> x, ForwardContext const& ctx) {
+    shape_ = x.shape();
+    active_ = ctx.training && p_ > 0.f;
+    auto y = detail::ensure(y_buf_, x.shape());
+    if (!active_) {
+      ops::add(B{}, y, skip, x);
+      return y;
+    }
+    key_ = RngKey{ctx.seed, stream_, ctx.pass << 40};
+    ops::dropout_add(B{}, y, skip, x, p_, key_);
     return y;
   }
   CView<B> backward(CView<B> dy) {

@@ -28,9 +28,10 @@ class LayerNorm {
                             bias.value, eps_);
     return y_;
   }
-  CView<B> backward(CView<B> dy) {
+  /// The gradient for x, plus `residual` (a gradient reaching x by another path) where given.
+  CView<B> backward(CView<B> dy, CView<B> residual = {}) {
     auto dx = detail::ensure(dx_buf_, x_.shape());
-    ops::layer_norm_backward(B{}, dx, weight.grad, bias.grad, dy, x_, mean_, rstd_, weight.value);
+    ops::layer_norm_backward(B{}, dx, weight.grad, bias.grad, dy, x_, mean_, rstd_, weight.value, residual);
     return dx;
   }
   void collect(std::string const& prefix, ParameterList<B>& out) {

@@ -19,10 +19,7 @@ struct PostLN {
 
     template <class F>
     CView<B> forward(CView<B> x, F& f, ForwardContext const& ctx) {
-      auto h = branch.forward(x, f, ctx);
-      auto s = detail::ensure(sum_, x.shape());
-      ops::add(B{}, s, x, h);
-      return ln.forward(s);
+      return ln.forward(branch.forward_add(x, x, f, ctx));  // LN(x + drop(f(x))), the sum in one pass
     }
     template <class F>
     CView<B> backward(CView<B> dy, F& f) {
@@ -37,7 +34,7 @@ struct PostLN {
     }
 
    private:
-    Tensor<B> sum_, dx_;
+    Tensor<B> dx_;
   };
 
   template <class B>

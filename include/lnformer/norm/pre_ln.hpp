@@ -5,7 +5,6 @@
 
 #include <lnformer/norm/concept.hpp>
 #include <lnformer/norm/residual_branch.hpp>
-#include <lnformer/ops/elementwise.hpp>
 
 namespace lnformer {
 
@@ -21,25 +20,16 @@ struct PreLN {
 
     template <class F>
     CView<B> forward(CView<B> x, F& f, ForwardContext const& ctx) {
-      auto h = branch.forward(ln.forward(x), f, ctx);
-      auto y = detail::ensure(y_, x.shape());
-      ops::add(B{}, y, x, h);
-      return y;
+      return branch.forward_add(x, ln.forward(x), f, ctx);  // x + drop(f(LN(x))), one pass
     }
     template <class F>
     CView<B> backward(CView<B> dy, F& f) {
       auto dn = branch.backward(dy, f);
-      auto dxln = ln.backward(dn);
-      auto dx = detail::ensure(dx_, dy.shape());
-      ops::add(B{}, dx, dy, dxln);
-      return dx;
+      return ln.backward(dn, dy);  // skip path + branch path, summed in the norm's backward pass
     }
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
       ln.collect(detail::join_name(prefix, names.layer_norm), out);
     }
-
-   private:
-    Tensor<B> y_, dx_;
   };
 
   template <class B>

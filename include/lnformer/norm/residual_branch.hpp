@@ -1,5 +1,6 @@
 #pragma once
-// The piece every policy shares: the sublayer's output followed by the residual dropout, drop(f(x)).
+// The piece every policy shares: the sublayer's output followed by the residual dropout, drop(f(x)),
+// or with the skip path added in the same pass, skip + drop(f(x)).
 
 #include <lnformer/nn/dropout.hpp>
 
@@ -13,6 +14,11 @@ struct Branch {
   template <class F>
   CView<B> forward(CView<B> x, F& f, ForwardContext const& ctx) {
     return drop.forward(f.forward(x, ctx), ctx);
+  }
+  /// skip + drop(f(x)); backward() as after forward(x, f, ctx).
+  template <class F>
+  CView<B> forward_add(CView<B> skip, CView<B> x, F& f, ForwardContext const& ctx) {
+    return drop.forward_add(skip, f.forward(x, ctx), ctx);
   }
   template <class F>
   CView<B> backward(CView<B> dy, F& f) {

@@ -6,6 +6,10 @@
 //     y[i] = key.uniform(i) < p ? 0 : x[i] / (1 - p)         y, x: same shape; y may alias x
 //   dropout_backward(B, View dx, CView dy, float p, RngKey key)
 //     dx[i] = key.uniform(i) < p ? 0 : dy[i] / (1 - p)  (ASSIGN)   dx, dy: same shape; dx may alias dy
+//   dropout_add(B, View y, CView x, CView h, float p, RngKey key)
+//     y[i] = x[i] + (key.uniform(i) < p ? 0 : h[i] / (1 - p))           y, x, h: same shape; y may alias
+//     x or h. The residual connection x + drop(h) in one pass: equal, bit for bit, to dropout_forward
+//     into a buffer and an add. Its gradient is dy for x and dropout_backward(dy) for h.
 //
 // i is the flat (row-major) index into the contiguous tensor. p must be in [0, 1) (ValueError
 // otherwise); p == 0 copies. The caller advances key.offset (or uses a new stream) per use so
@@ -43,6 +47,16 @@ void dropout_backward(View<B> dx, CView<B> dy, float p) {
   LNF_EXPECTS(dx.is_contiguous() && dy.is_contiguous(),
               "dropout_backward: dx (shape {}) and dy (shape {}) must be contiguous", dx.shape(), dy.shape());
   dropout_detail::dropout_probability("dropout_backward", p);
+}
+
+template <class B>
+void dropout_add(View<B> y, CView<B> x, CView<B> h, float p) {
+  LNF_EXPECTS(y.shape() == x.shape() && h.shape() == x.shape(),
+              "dropout_add: y has shape {}, x {} and h {}; they must match", y.shape(), x.shape(), h.shape());
+  LNF_EXPECTS(y.is_contiguous() && x.is_contiguous() && h.is_contiguous(),
+              "dropout_add: y (shape {}), x (shape {}) and h (shape {}) must be contiguous", y.shape(), x.shape(),
+              h.shape());
+  dropout_detail::dropout_probability("dropout_add", p);
 }
 
 }  // namespace lnformer::ops::check

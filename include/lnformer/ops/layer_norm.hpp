@@ -13,13 +13,19 @@
 //     leading dims of x); either may be empty (absent) when no backward will follow.
 //
 //   layer_norm_backward(B, View dx, View dgamma, View dbeta, CView dy, CView x, CView mean, CView rstd,
-//                       CView gamma)
+//                       CView gamma, CView residual = {})
 //     with xhat = (x - mean) * rstd, g = gamma * dy:
-//     dx[r, j]   = rstd[r] * (g[r, j] - mean_j g[r, .] - xhat[r, j] * mean_j (g * xhat)[r, .])   (ASSIGN)
+//     dx[r, j]   = residual[r, j]                                   (only where residual is given)
+//                + rstd[r] * (g[r, j] - mean_j g[r, .] - xhat[r, j] * mean_j (g * xhat)[r, .])   (ASSIGN)
 //     dgamma[j] += sum_r dy[r, j] * xhat[r, j]                                          (ACCUMULATE)
 //     dbeta[j]  += sum_r dy[r, j]                                                       (ACCUMULATE)
 //     dx, dy: shape of x; dx may alias dy or x. mean, rstd: as saved by layer_norm_forward.
 //     Any of dx, dgamma, dbeta may be empty (that gradient is not wanted).
+//     residual: empty, or the shape of x, contiguous, dx itself or disjoint from it (then dx must be
+//     given): a gradient that reaches x by another path, added in the same pass. Pre-LN's
+//     x + f(LN(x)) passes the skip path's dy here.
+//     The result is the norm's gradient followed by add(dx, residual, dx), to the last bit or so (a
+//     compiler may fuse the final multiply-add).
 //
 // Rule (llm.c): parameter gradients accumulate (+=), activation gradients assign (=).
 // Implementations: ops::layer_norm_*(Cpu, ...) in backend/cpu/layer_norm.hpp,
@@ -115,7 +121,7 @@ LayerNormDims layer_norm_forward(View<B> y, View<B> mean, View<B> rstd, CView<B>
 
 template <class B>
 LayerNormDims layer_norm_backward(View<B> dx, View<B> dgamma, View<B> dbeta, CView<B> dy, CView<B> x,
-                                  CView<B> mean, CView<B> rstd, CView<B> gamma) {
+                                  CView<B> mean, CView<B> rstd, CView<B> gamma, CView<B> residual = {}) {
   namespace ln = ::lnformer::ops::detail::layer_norm;
   char const* op = "layer_norm_backward";
   auto const n = ln::input_dims<B>(op, x);
@@ -131,6 +137,15 @@ LayerNormDims layer_norm_backward(View<B> dx, View<B> dgamma, View<B> dbeta, CVi
           !ln::partial_overlap(dx.data(), dx.numel(), x.data(), x.numel()),
       "{}: dx (shape {}) partially overlaps dy or x (shape {}); dx must be dy, x, or disjoint from both", op,
       dx.shape(), x.shape());
+  if (!residual.empty()) {
+    LNF_EXPECTS(!dx.empty(), "{}: a residual (shape {}) is given but dx is not; the sum needs somewhere to go", op,
+                residual.shape());
+    ln::check_like_x<B>(op, "residual", residual, x);
+    LNF_EXPECTS(!ln::partial_overlap(dx.data(), dx.numel(), residual.data(), residual.numel()),
+                "{}: dx (shape {}) partially overlaps the residual (shape {}); dx must be the residual or disjoint "
+                "from it",
+                op, dx.shape(), residual.shape());
+  }
   return n;
 }
 

@@ -184,12 +184,18 @@ inline std::uint32_t drop_below(float p) {
   return static_cast<std::uint32_t>(std::ceil(static_cast<double>(p) * 0x1.0p24));
 }
 
-/// out[i] = in[i] / (1 - p) where kept, 0 where dropped (key.uniform(i) < p), i < n; out may alias in.
+/// out[i] = in[i] / (1 - p) where kept, 0 where dropped (key.uniform(i) < p), plus res[i] where res is
+/// given (the residual connection res + drop(in) in the same pass), i < n; out may alias in or res.
 inline void dropout_apply(float* out, float const* in, std::int64_t n, float p, RngKey key,
-                          bool avx2 = philox_uses_avx2()) {
+                          bool avx2 = philox_uses_avx2(), float const* res = nullptr) {
   if (n <= 0) return;
   if (p == 0.f) {  // nothing is dropped and the scale is 1
-    if (out != in) elementwise_copy(out, in, n);
+    if (res != nullptr) {
+#pragma omp parallel for simd schedule(static) if (n >= kElementwiseParallelMin)
+      for (std::int64_t i = 0; i < n; ++i) out[i] = res[i] + in[i];
+    } else if (out != in) {
+      elementwise_copy(out, in, n);
+    }
     return;
   }
   float const scale = static_cast<float>(1.0 / (1.0 - static_cast<double>(p)));
@@ -214,12 +220,19 @@ inline void dropout_apply(float* out, float const* in, std::int64_t n, float p, 
     float* o = out + begin;
     float const* x = in + begin;
     std::uint32_t const* u = bits + lead;
-#pragma omp simd
-    for (std::int64_t j = 0; j < len; ++j) {
-      // Branch-free, so that it vectorises: the kept value ANDed with all ones, or with zero (+0 even
-      // where x is inf or NaN). The compare is signed (both sides below 2^25): SSE2 has no unsigned one.
+    // Branch-free, so that it vectorises: the kept value ANDed with all ones, or with zero (+0 even
+    // where x is inf or NaN). The compare is signed (both sides below 2^25): SSE2 has no unsigned one.
+    auto const masked = [&](std::int64_t j) {
       auto const keep = static_cast<std::uint32_t>(-static_cast<std::int32_t>(static_cast<std::int32_t>(u[j] >> 8) >= threshold));
-      o[j] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(x[j] * scale) & keep);
+      return std::bit_cast<float>(std::bit_cast<std::uint32_t>(x[j] * scale) & keep);
+    };
+    if (res != nullptr) {
+      float const* r = res + begin;
+#pragma omp simd
+      for (std::int64_t j = 0; j < len; ++j) o[j] = r[j] + masked(j);
+    } else {
+#pragma omp simd
+      for (std::int64_t j = 0; j < len; ++j) o[j] = masked(j);
     }
   }
 }
@@ -235,6 +248,11 @@ inline void dropout_forward(Cpu, View<Cpu> y, CView<Cpu> x, float p, RngKey key)
 inline void dropout_backward(Cpu, View<Cpu> dx, CView<Cpu> dy, float p, RngKey key) {
   check::dropout_backward<Cpu>(dx, dy, p);
   cpu::detail::dropout_apply(dx.data(), dy.data(), dy.numel(), p, key);
+}
+
+inline void dropout_add(Cpu, View<Cpu> y, CView<Cpu> x, CView<Cpu> h, float p, RngKey key) {
+  check::dropout_add<Cpu>(y, x, h, p);
+  cpu::detail::dropout_apply(y.data(), h.data(), h.numel(), p, key, cpu::detail::philox_uses_avx2(), x.data());
 }
 
 }  // namespace lnformer::ops

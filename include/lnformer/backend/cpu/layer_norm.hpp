@@ -83,9 +83,10 @@ inline void layer_norm_forward(Cpu, View<Cpu> y, View<Cpu> mean, View<Cpu> rstd,
 }
 
 inline void layer_norm_backward(Cpu, View<Cpu> dx, View<Cpu> dgamma, View<Cpu> dbeta, CView<Cpu> dy,
-                                CView<Cpu> x, CView<Cpu> mean, CView<Cpu> rstd, CView<Cpu> gamma) {
+                                CView<Cpu> x, CView<Cpu> mean, CView<Cpu> rstd, CView<Cpu> gamma,
+                                CView<Cpu> residual = {}) {
   namespace ln = cpu::detail::layer_norm;
-  auto const dims = check::layer_norm_backward<Cpu>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma);
+  auto const dims = check::layer_norm_backward<Cpu>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, residual);
   std::int64_t const rows = dims.rows, d = dims.d;
   bool const want_dx = !dx.empty();
   bool const want_params = !dgamma.empty() || !dbeta.empty();
@@ -94,6 +95,7 @@ inline void layer_norm_backward(Cpu, View<Cpu> dx, View<Cpu> dgamma, View<Cpu> d
   float const* xp = x.data();
   float const* dyp = dy.data();
   float* dxp = want_dx ? dx.data() : nullptr;  // may equal dyp or xp: see the pass order below
+  float const* rp = residual.empty() ? nullptr : residual.data();  // may equal dxp
   float const* mp = mean.data();
   float const* sp = rstd.data();
   float const* gp = gamma.data();
@@ -175,8 +177,14 @@ inline void layer_norm_backward(Cpu, View<Cpu> dx, View<Cpu> dgamma, View<Cpu> d
       if (want_dx) {
         float* dxr = dxp + r * d;
         float const a = sg * inv_d, b = sgx * inv_d;
+        if (rp != nullptr) {
+          float const* rr = rp + r * d;
 #pragma omp simd
-        for (std::int64_t j = 0; j < d; ++j) dxr[j] = s * (gp[j] * dyr[j] - a - (xr[j] - m) * s * b);
+          for (std::int64_t j = 0; j < d; ++j) dxr[j] = rr[j] + s * (gp[j] * dyr[j] - a - (xr[j] - m) * s * b);
+        } else {
+#pragma omp simd
+          for (std::int64_t j = 0; j < d; ++j) dxr[j] = s * (gp[j] * dyr[j] - a - (xr[j] - m) * s * b);
+        }
       }
       if (want_params && ++pending == ln::kFlushRows) {
         fold();

@@ -29,10 +29,12 @@ __host__ __device__ inline uint4 philox_block(std::uint64_t block, std::uint64_t
 }
 
 /// Thread j handles Philox block (offset >> 2) + j, i.e. elements i = 4 j - lead + k for lanes k = 0..3
-/// (lead = offset & 3), those of them inside [0, n). A template (instantiated for float): a non-template
+/// (lead = offset & 3), those of them inside [0, n); res, where given, is added (the residual connection
+/// res + drop(in)). A template (instantiated for float): a non-template
 /// __global__ function in a header would be defined in every .cu file including it.
 template <class T>
-__global__ void apply_kernel(T* out, T const* in, std::int64_t n, std::int64_t blocks, float p, T scale, RngKey key) {
+__global__ void apply_kernel(T* out, T const* in, T const* res, std::int64_t n, std::int64_t blocks, float p, T scale,
+                             RngKey key) {
   std::int64_t const lead = static_cast<std::int64_t>(key.offset & 3u);
   std::uint64_t const first_block = key.offset >> 2;
   std::int64_t const stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
@@ -45,15 +47,16 @@ __global__ void apply_kernel(T* out, T const* in, std::int64_t n, std::int64_t b
       if (i < 0 || i >= n) continue;
       float const uniform = static_cast<float>(words[k] >> 8) * 0x1.0p-24f;  // exactly RngKey::uniform
       T const v = in[i];
-      out[i] = uniform < p ? T(0) : v * scale;
+      T const kept = uniform < p ? T(0) : v * scale;
+      out[i] = res != nullptr ? res[i] + kept : kept;
     }
   }
 }
 
-inline void apply(float* out, float const* in, std::int64_t n, float p, RngKey key) {
+inline void apply(float* out, float const* in, std::int64_t n, float p, RngKey key, float const* res = nullptr) {
   if (n <= 0) return;
   auto& ctx = context();
-  if (p == 0.f) {  // nothing is dropped and the scale is 1
+  if (p == 0.f && res == nullptr) {  // nothing is dropped and the scale is 1
     if (out != in)
       LNF_CUDA_CHECK(cudaMemcpyAsync(out, in, static_cast<std::size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice,
                                      ctx.stream()));
@@ -62,7 +65,7 @@ inline void apply(float* out, float const* in, std::int64_t n, float p, RngKey k
   float const scale = static_cast<float>(1.0 / (1.0 - static_cast<double>(p)));
   std::int64_t const lead = static_cast<std::int64_t>(key.offset & 3u);
   std::int64_t const blocks = (lead + n + 3) / 4;  // Philox blocks the n elements touch
-  apply_kernel<float><<<blocks_for(blocks), kThreads, 0, ctx.stream()>>>(out, in, n, blocks, p, scale, key);
+  apply_kernel<float><<<blocks_for(blocks), kThreads, 0, ctx.stream()>>>(out, in, res, n, blocks, p, scale, key);
   LNF_CUDA_LAUNCH_CHECK(dropout_apply_kernel);
 }
 
@@ -78,6 +81,11 @@ inline void dropout_forward(Gpu, View<Gpu> y, CView<Gpu> x, float p, RngKey key)
 inline void dropout_backward(Gpu, View<Gpu> dx, CView<Gpu> dy, float p, RngKey key) {
   check::dropout_backward<Gpu>(dx, dy, p);
   cuda::detail::dropout::apply(dx.data(), dy.data(), dy.numel(), p, key);
+}
+
+inline void dropout_add(Gpu, View<Gpu> y, CView<Gpu> x, CView<Gpu> h, float p, RngKey key) {
+  check::dropout_add<Gpu>(y, x, h, p);
+  cuda::detail::dropout::apply(y.data(), h.data(), h.numel(), p, key, x.data());
 }
 
 }  // namespace lnformer::ops

@@ -136,8 +136,8 @@ __global__ void param_finalize_kernel(T* dgamma, T* dbeta, double const* partial
 /// dx[r, j] = rstd * (gamma dy - mean(gamma dy) - xhat mean(gamma dy xhat)), one block per row.
 template <class T>
 __global__ void __launch_bounds__(kMaxRowThreads)
-    dx_kernel(T* dx, T const* dy, T const* x, T const* mean, T const* rstd, T const* gamma, std::int64_t rows,
-              std::int64_t d) {
+    dx_kernel(T* dx, T const* dy, T const* x, T const* mean, T const* rstd, T const* gamma, T const* residual,
+              std::int64_t rows, std::int64_t d) {
   __shared__ float shared[64];
   float const inv_d = 1.f / static_cast<float>(d);
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -154,8 +154,11 @@ __global__ void __launch_bounds__(kMaxRowThreads)
     }
     block_sum2(sg, sgx, shared);
     float const a = sg * inv_d, b = sgx * inv_d;
-    for (std::int64_t j = threadIdx.x; j < d; j += blockDim.x)
-      dxr[j] = s * (gamma[j] * dyr[j] - a - (xr[j] - m) * s * b);
+    T const* rr = residual != nullptr ? residual + r * d : nullptr;  // may equal dxr: read, then written
+    for (std::int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+      T const v = s * (gamma[j] * dyr[j] - a - (xr[j] - m) * s * b);
+      dxr[j] = rr != nullptr ? rr[j] + v : v;
+    }
   }
 }
 
@@ -175,9 +178,10 @@ inline void layer_norm_forward(Gpu, View<Gpu> y, View<Gpu> mean, View<Gpu> rstd,
 }
 
 inline void layer_norm_backward(Gpu, View<Gpu> dx, View<Gpu> dgamma, View<Gpu> dbeta, CView<Gpu> dy,
-                                CView<Gpu> x, CView<Gpu> mean, CView<Gpu> rstd, CView<Gpu> gamma) {
+                                CView<Gpu> x, CView<Gpu> mean, CView<Gpu> rstd, CView<Gpu> gamma,
+                                CView<Gpu> residual = {}) {
   namespace ln = cuda::detail::layer_norm;
-  auto const dims = check::layer_norm_backward<Gpu>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma);
+  auto const dims = check::layer_norm_backward<Gpu>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, residual);
   std::int64_t const rows = dims.rows, d = dims.d;
   bool const want_dx = !dx.empty();
   bool const want_params = !dgamma.empty() || !dbeta.empty();
@@ -208,7 +212,7 @@ inline void layer_norm_backward(Gpu, View<Gpu> dx, View<Gpu> dgamma, View<Gpu> d
   }
   if (want_dx) {
     cuda::detail::launch_rows(ln::dx_kernel<float>, rows, d, dx.data(), dy.data(), x.data(), mean.data(),
-                              rstd.data(), gamma.data(), rows, d);
+                              rstd.data(), gamma.data(), residual.empty() ? nullptr : residual.data(), rows, d);
     LNF_CUDA_LAUNCH_CHECK(layer_norm_dx_kernel);
   }
 }

@@ -32,8 +32,8 @@ inline void layer_norm_forward(Reference, View<Reference> y, View<Reference> mea
 
 inline void layer_norm_backward(Reference, View<Reference> dx, View<Reference> dgamma, View<Reference> dbeta,
                                 CView<Reference> dy, CView<Reference> x, CView<Reference> mean,
-                                CView<Reference> rstd, CView<Reference> gamma) {
-  auto const [rows, d] = check::layer_norm_backward<Reference>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma);
+                                CView<Reference> rstd, CView<Reference> gamma, CView<Reference> residual = {}) {
+  auto const [rows, d] = check::layer_norm_backward<Reference>(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, residual);
   std::vector<double> dg(static_cast<std::size_t>(d), 0.0), db(static_cast<std::size_t>(d), 0.0);
   std::vector<double> xhat(static_cast<std::size_t>(d)), g(static_cast<std::size_t>(d));
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -54,9 +54,11 @@ inline void layer_norm_backward(Reference, View<Reference> dx, View<Reference> d
     mean_gx /= static_cast<double>(d);
     if (!dx.empty()) {
       float* dxr = dx.data() + r * d;  // may be dyr or xr: each element is read (above) before written
+      float const* rr = residual.empty() ? nullptr : residual.data() + r * d;  // may be dxr
       for (std::int64_t j = 0; j < d; ++j) {
         auto const k = static_cast<std::size_t>(j);
-        dxr[j] = static_cast<float>(s * (g[k] - mean_g - xhat[k] * mean_gx));
+        auto const v = static_cast<float>(s * (g[k] - mean_g - xhat[k] * mean_gx));
+        dxr[j] = rr != nullptr ? rr[j] + v : v;
       }
     }
   }
