@@ -128,6 +128,11 @@ LNF_GPU_TEST_CASE("gpu linear forward and backward: bias, rank 3, dx assigns, dw
         ops::linear_forward(Reference{}, yr, xr, wr, bias_r);
         ops::linear_forward(Gpu{}, yg, xg, wg, bias_g);
         check_gpu_close(yg, yr, kMatmulRtol, kMatmulAtol, "y " + what);
+        Tensor<Reference> yr_relu(ys);
+        Tensor<Gpu> yg_relu(ys);
+        ops::linear_forward(Reference{}, yr_relu, xr, wr, bias_r, ops::Epilogue::relu);
+        ops::linear_forward(Gpu{}, yg_relu, xg, wg, bias_g, ops::Epilogue::relu);
+        check_gpu_close(yg_relu, yr_relu, kMatmulRtol, kMatmulAtol, "y with the relu epilogue " + what);
         for (int rep = 0; rep < 2; ++rep) {  // twice: dw and dbias keep accumulating, dx is reassigned
           ops::linear_backward(Reference{}, dxr, dwr, dbr, dyr, xr, wr);
           ops::linear_backward(Gpu{}, dxg, dwg, dbg, dyg, xg, wg);

@@ -1,4 +1,5 @@
 // GEMMs: matmul (batched, broadcast, strided operands), matmul_backward, linear_forward/backward.
+#include <lnformer/backend/cpu/activation.hpp>
 #include <lnformer/backend/cpu/cpu.hpp>
 #include <lnformer/backend/cpu/matmul.hpp>
 #include <lnformer/backend/reference/matmul.hpp>
@@ -499,6 +500,86 @@ TEST_CASE("linear_backward: finite differences of dx, dw and dbias") {
   test::check_gradient("x", x, dx, loss);
   test::check_gradient("w", w, dw, loss);
   test::check_gradient("bias", bias, dbias, loss);
+}
+
+TEST_CASE("linear_forward with a relu epilogue: relu(x w^T + b) as linear then relu, in every GEMM path") {
+  struct Case {
+    Shape x;
+    std::int64_t out;
+    bool bias;
+  };
+  // Rows, rank 3, no bias, and [512, 1024] @ [1024, 512] without bias: the widened path
+  // (cpu::detail::gemm::widened_n), where c goes through the workspace on its way out.
+  std::vector<Case> const cases = {{Shape{17, 33}, 9, true},   {Shape{2, 3, 64}, 64, true}, {Shape{257, 5}, 3, false},
+                                   {Shape{512, 1024}, 512, false}, {Shape{2, 3, 0}, 5, true}};
+  for (auto const& c : cases) {
+    std::string const what = fmt::format("x {} out {} bias {}", c.x, c.out, c.bias);
+    CAPTURE(what);
+    Rng rng(static_cast<std::uint64_t>(std::hash<std::string>{}(what)));
+    std::int64_t const in = c.x[-1];
+    auto const x = random_tensor<Cpu>(c.x, rng);
+    auto const w = random_tensor<Cpu>(Shape{c.out, in}, rng);
+    auto b = random_tensor<Cpu>(Shape{c.out}, rng);
+    b.data()[0] = -0.5f;  // so that the ReLU clips something even where in = 0 (y = relu(b))
+    CView<Cpu> const bias = c.bias ? b.cview() : CView<Cpu>{};
+    Shape const ys = c.x.with_last(c.out);
+    Tensor<Cpu> plain_y(ys), y(ys);
+    ops::linear_forward(Cpu{}, plain_y, x, w, bias);
+    ops::linear_forward(Cpu{}, y, x, w, bias, ops::Epilogue::relu);
+    std::int64_t wrong = 0, zeros = 0;
+    for (std::int64_t i = 0; i < y.numel(); ++i) {
+      float const h = plain_y.data()[i];
+      wrong += y.data()[i] != (h > 0.f ? h : 0.f);
+      zeros += y.data()[i] == 0.f;
+    }
+    CHECK(wrong == 0);
+    CHECK(zeros > 0);  // the ReLU did something
+    auto const xr = to_backend<Reference>(x), wr = to_backend<Reference>(w), br = to_backend<Reference>(b);
+    Tensor<Reference> yr(ys);
+    ops::linear_forward(Reference{}, yr, xr, wr, c.bias ? br.cview() : CView<Reference>{}, ops::Epilogue::relu);
+    check_close(y, yr, kMatmulRtol, in >= 1024 ? 1e-4 : kMatmulAtol, what + ": against the Reference");
+  }
+  namespace gm = cpu::detail::gemm;
+  CHECK(gm::widened_n(Shape{512, 1024}, gm::Dims{1024, 1}, gm::Dims{1, 1024}, Shape{512, 512}, 2, false) != 0);
+  // The relu and the plain product are separate primitives: alternating calls stay right.
+  Rng rng(12);
+  auto const x = random_tensor<Cpu>(Shape{8, 16}, rng), w = random_tensor<Cpu>(Shape{8, 16}, rng);
+  Tensor<Cpu> a(Shape{8, 8}), r(Shape{8, 8});
+  ops::linear_forward(Cpu{}, r, x, w, {}, ops::Epilogue::relu);
+  ops::linear_forward(Cpu{}, a, x, w, {});
+  std::int64_t negative = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i) negative += a.data()[i] < 0.f;
+  CHECK(negative > 0);
+}
+
+TEST_CASE("linear_forward with a relu epilogue: finite differences through activation_backward of y") {
+  // A central difference with step h moves a pre-activation by at most h (inputs in [-1, 1], 6 terms:
+  // 6 h for x), so the inputs are drawn again until every pre-activation is clear of the kink by
+  // more than that: the check then compares gradients, not the kink.
+  double const step = 1e-3;
+  Rng rng(13);
+  Tensor<Cpu> x, w, bias, g;
+  Tensor<Cpu> plain(Shape{3, 5, 7});
+  for (int draw = 0;; ++draw) {
+    REQUIRE(draw < 100);
+    x = random_tensor<Cpu>(Shape{3, 5, 6}, rng), w = random_tensor<Cpu>(Shape{7, 6}, rng);
+    bias = random_tensor<Cpu>(Shape{7}, rng), g = random_tensor<Cpu>(Shape{3, 5, 7}, rng);
+    ops::linear_forward(Cpu{}, plain, x, w, bias);
+    float nearest = 1e30f;
+    for (std::int64_t i = 0; i < plain.numel(); ++i) nearest = std::min(nearest, std::abs(plain.data()[i]));
+    if (nearest > 8 * step) break;
+  }
+  Tensor<Cpu> y(g.shape()), dh(g.shape()), dx(x.shape()), dw(w.shape()), dbias(bias.shape());
+  ops::linear_forward(Cpu{}, y, x, w, bias, ops::Epilogue::relu);
+  ops::activation_backward(Cpu{}, dh, g, y, ops::Activation::relu);  // from the output alone
+  ops::linear_backward(Cpu{}, dx, dw, dbias, dh, x, w);
+  auto loss = [&] {
+    ops::linear_forward(Cpu{}, y, x, w, bias, ops::Epilogue::relu);
+    return test::weighted_sum<Cpu>(y, g);
+  };
+  test::check_gradient("x", x, dx, loss, step, 2e-2, 2e-3);
+  test::check_gradient("w", w, dw, loss, step, 2e-2, 2e-3);
+  test::check_gradient("bias", bias, dbias, loss, step, 2e-2, 2e-3);
 }
 
 // ---- shape errors -----------------------------------------------------------------------------------

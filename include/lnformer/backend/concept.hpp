@@ -32,6 +32,7 @@ concept HasGemmOps = requires(B b, View<B> y, CView<B> x, float s) {
   matmul(b, y, x, x, s, s);
   matmul_backward(b, y, y, x, x, x, s);
   linear_forward(b, y, x, x, x);
+  linear_forward(b, y, x, x, x, ::lnformer::ops::Epilogue::relu);
   linear_backward(b, y, y, y, x, x, x);
 };
 

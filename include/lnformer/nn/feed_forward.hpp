@@ -21,8 +21,15 @@ class FeedForward {
   Linear<B> fc1, fc2;
 
   CView<B> forward(CView<B> x, ForwardContext const& ctx) {
+    if (act_ == ops::Activation::relu) {
+      // fc1's GEMM applies the bias and the ReLU as it writes: no pass over the hidden activations
+      // and no second buffer for them. ReLU's gradient needs only its output's sign (h > 0 iff a > 0).
+      auto a = fc1.forward(x, ops::Epilogue::relu);
+      saved_ = a;
+      return fc2.forward(drop_.forward(a, ctx));
+    }
     auto h = fc1.forward(x);
-    h_ = h;
+    saved_ = h;
     auto a = detail::ensure(a_buf_, h.shape());
     ops::activation_forward(B{}, a, h, act_);
     return fc2.forward(drop_.forward(a, ctx));
@@ -30,7 +37,7 @@ class FeedForward {
   CView<B> backward(CView<B> dy) {
     auto da = drop_.backward(fc2.backward(dy));
     auto dh = detail::ensure(dh_buf_, da.shape());
-    ops::activation_backward(B{}, dh, da, h_, act_);
+    ops::activation_backward(B{}, dh, da, saved_, act_);  // saved_: relu's output, or gelu's input
     return fc1.backward(dh);
   }
   void collect(std::string const& prefix, ParameterList<B>& out) {
@@ -41,7 +48,7 @@ class FeedForward {
  private:
   ops::Activation act_ = ops::Activation::relu;
   Dropout<B> drop_;
-  CView<B> h_;
+  CView<B> saved_;
   Tensor<B> a_buf_, dh_buf_;
 };
 

@@ -29,11 +29,12 @@ class Linear {
   [[nodiscard]] std::int64_t in_features() const { return in_; }
   [[nodiscard]] std::int64_t out_features() const { return out_; }
 
-  /// x [..., in] contiguous -> y [..., out].
-  CView<B> forward(CView<B> x) {
+  /// x [..., in] contiguous -> y [..., out]; with Epilogue::relu, y = relu(x W^T + b) in the same pass
+  /// (backward() then wants the gradient for x W^T + b, which activation_backward gives from y).
+  CView<B> forward(CView<B> x, ops::Epilogue ep = ops::Epilogue::none) {
     x_ = x;
     y_ = detail::ensure(y_buf_, x.shape().with_last(out_));
-    ops::linear_forward(B{}, y_, x, weight.value, bias.value);
+    ops::linear_forward(B{}, y_, x, weight.value, bias.value, ep);
     return y_;
   }
   /// dy [..., out] -> dx [..., in]; dW and db accumulate.

@@ -16,10 +16,13 @@
 //     activation gradients, e.g. of attention). Either may be empty to skip it. da has a's shape, db
 //     b's; where a (or b) was broadcast over a batch dim, its gradient is summed over that dim.
 //
-//   linear_forward(B, View y, CView x, CView w, CView bias)
+//   linear_forward(B, View y, CView x, CView w, CView bias, Epilogue ep = Epilogue::none)
 //     y = x @ w^T + bias                  x: [..., in]  w: [out, in] (PyTorch layout)  bias: [out] or empty
 //                                         y: [..., out]. Rank > 2: leading dims are flattened, so x
 //                                         and y must then be contiguous.
+//     Epilogue::relu: y = relu(x @ w^T + bias) in the same pass (the CPU's GEMM applies it as it
+//     writes y). relu'(h) = [h > 0] = [y > 0], so activation_backward(dh, dy, y, relu) gives the
+//     gradient from y alone and the pre-activation need not be kept.
 //
 //   linear_backward(B, View dx, View dw, View dbias, CView dy, CView x, CView w)
 //     dx = dy @ w          (ASSIGN, activation gradient; empty to skip)
@@ -45,6 +48,9 @@
 #include <utility>
 
 namespace lnformer::ops {
+
+/// What linear_forward applies to x @ w^T + bias before writing y.
+enum class Epilogue { none, relu };
 
 namespace detail::gemm {
 

@@ -210,7 +210,7 @@ struct Entry : CacheEntryBase {
   std::size_t scratch_bytes = 0;  // 0: the primitive needs no scratchpad
 
   Entry(Context& ctx, CView<Cpu> av, Dims const& as, CView<Cpu> bv, Dims const& bs, View<Cpu> cv,
-        Dims const& cs, CView<Cpu> biasv, float alpha, float beta, GemmMath math) {
+        Dims const& cs, CView<Cpu> biasv, float alpha, float beta, GemmMath math, bool relu) {
     int const r = cv.rank();
     auto const& eng = ctx.engine();
     // f32 math also re-lays a b that oneDNN reads slowly; bf16 math copies every operand anyway.
@@ -241,9 +241,11 @@ struct Entry : CacheEntryBase {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // the context's workspace: no allocation per call
     if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-    if (beta != 0.f && wide_n == 0) {
+    // relu comes only with beta = 0 (linear_forward), so it never meets the widened path's beta.
+    if ((beta != 0.f && wide_n == 0) || relu) {
       dnnl::post_ops po;
-      po.append_sum(beta);
+      if (beta != 0.f && wide_n == 0) po.append_sum(beta);
+      if (relu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
       attr.set_post_ops(po);
     }
     // bias [n] broadcast over every dim but the last: dims [1, ..., 1, n]; always f32.
@@ -367,7 +369,10 @@ void append_view(std::string& key, char tag, TensorView<Cpu, T> const& v, Dims c
 }
 
 /// c = alpha a @ b (+ bias) + beta c, all rank r in 2..4, shapes already checked; bias empty or [n].
-inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float alpha, float beta) {
+/// relu (with beta = 0 only): c = relu(alpha a @ b + bias), applied by the primitive as it writes c.
+inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float alpha, float beta,
+                bool relu = false) {
+  LNF_EXPECTS_AS(ValueError, !relu || beta == 0.f, "gemm: a relu epilogue with beta = {}; it needs beta = 0", beta);
   if (c.numel() == 0) return;
   if (a.size(-1) == 0) {
     // k = 0: the product is zero, so c = beta c + bias (oneDNN is not asked about empty reductions).
@@ -380,7 +385,8 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
           float* row = c.data() + i0 * s[0] + i1 * s[1] + i2 * s[2];
           for (std::int64_t j = 0; j < d[3]; ++j) {
             float const add = bias.empty() ? 0.f : bias.data()[j * bias.stride(0)];
-            row[j] = (beta == 0.f ? 0.f : beta * row[j]) + add;
+            float const v = (beta == 0.f ? 0.f : beta * row[j]) + add;
+            row[j] = relu && v <= 0.f ? 0.f : v;
           }
         }
     return;
@@ -394,7 +400,7 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
       d[i] = 1;
       Shape const s = Shape::from(d.begin(), d.begin() + r);
       for (std::int64_t j = 0; j < c.size(i); ++j)
-        run(View<Cpu>(c.data() + j * c.strides()[i], s, c.strides()), a, b, bias, alpha, beta);
+        run(View<Cpu>(c.data() + j * c.strides()[i], s, c.strides()), a, b, bias, alpha, beta, relu);
       return;
     }
   }
@@ -408,13 +414,13 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
   append_view(key, 'b', b, bs);
   append_view(key, 'c', c, cs);
   GemmMath const math = gemm_math();
-  fmt::format_to(std::back_inserter(key), "bias{}:{}|alpha{:08x}|beta{:08x}|{}", bias.empty() ? 0 : 1,
+  fmt::format_to(std::back_inserter(key), "bias{}:{}|alpha{:08x}|beta{:08x}|{}|relu{}", bias.empty() ? 0 : 1,
                  bias.empty() ? 0 : bias.stride(0), std::bit_cast<std::uint32_t>(alpha),
-                 std::bit_cast<std::uint32_t>(beta), to_string(math));
+                 std::bit_cast<std::uint32_t>(beta), to_string(math), relu ? 1 : 0);
 
   auto& ctx = context();
   auto& entry =
-      ctx.cached<Entry>(key, [&] { return Entry(ctx, a, as, b, bs, c, cs, bias, alpha, beta, math); });
+      ctx.cached<Entry>(key, [&] { return Entry(ctx, a, as, b, bs, c, cs, bias, alpha, beta, math, relu); });
   // The operand as the primitive reads it: the caller's memory, or a copy in workspace slot `slot`.
   auto fed = [&](int slot, CView<Cpu> v, Feed feed, Dims const& s) -> void* {
     if (feed == Feed::as_is) return const_cast<float*>(v.data());
@@ -520,11 +526,12 @@ inline void matmul_backward(Cpu, View<Cpu> da, View<Cpu> db, CView<Cpu> dc, CVie
   if (!db.empty()) gm::run_reduce(db, gm::swap_last2(a), dc, alpha);  // [.., k, m] @ [.., m, n]
 }
 
-inline void linear_forward(Cpu, View<Cpu> y, CView<Cpu> x, CView<Cpu> w, CView<Cpu> bias) {
+inline void linear_forward(Cpu, View<Cpu> y, CView<Cpu> x, CView<Cpu> w, CView<Cpu> bias,
+                           Epilogue ep = Epilogue::none) {
   check::linear_forward<Cpu>(y, x, w, bias);
   namespace gm = cpu::detail::gemm;
-  // y [N, out] = x [N, in] @ w^T [in, out]: w read through transposed strides, bias fused.
-  gm::run(gm::rows_of(y), gm::rows_of(x), gm::swap_last2(w), bias, 1.f, 0.f);
+  // y [N, out] = x [N, in] @ w^T [in, out]: w read through transposed strides, bias (and relu) fused.
+  gm::run(gm::rows_of(y), gm::rows_of(x), gm::swap_last2(w), bias, 1.f, 0.f, ep == Epilogue::relu);
 }
 
 inline void linear_backward(Cpu, View<Cpu> dx, View<Cpu> dw, View<Cpu> dbias, CView<Cpu> dy, CView<Cpu> x,

@@ -183,15 +183,17 @@ inline void run_reduce(View<Gpu> c, CView<Gpu> x, CView<Gpu> y, float alpha) {
                        [&](View<Gpu> cs, CView<Gpu> xs, CView<Gpu> ys, float beta) { run(cs, xs, ys, alpha, beta); });
 }
 
-/// y[i, j] += bias[j] for y [rows, cols] with row stride ys (bias with stride bs).
+/// y[i, j] += bias[j] (bias may be null: nothing added), then relu where asked, for y [rows, cols]
+/// with row stride ys (bias with stride bs).
 template <class T>
 __global__ void add_bias_kernel(T* __restrict__ y, T const* __restrict__ bias, std::int64_t bs, std::int64_t rows,
-                                std::int64_t cols, std::int64_t ys) {
+                                std::int64_t cols, std::int64_t ys, bool relu) {
   std::int64_t const n = rows * cols;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     std::int64_t const r = i / cols, j = i % cols;
-    y[r * ys + j] += bias[j * bs];
+    T const v = bias != nullptr ? y[r * ys + j] + bias[j * bs] : y[r * ys + j];
+    y[r * ys + j] = relu && v <= T(0) ? T(0) : v;  // NaN propagates
   }
 }
 
@@ -241,15 +243,18 @@ inline void matmul_backward(Gpu, View<Gpu> da, View<Gpu> db, CView<Gpu> dc, CVie
   if (!db.empty()) gm::run_reduce(db, gm::swap_last2(a), dc, alpha);  // [.., k, m] @ [.., m, n]
 }
 
-inline void linear_forward(Gpu, View<Gpu> y, CView<Gpu> x, CView<Gpu> w, CView<Gpu> bias) {
+inline void linear_forward(Gpu, View<Gpu> y, CView<Gpu> x, CView<Gpu> w, CView<Gpu> bias,
+                           Epilogue ep = Epilogue::none) {
   check::linear_forward<Gpu>(y, x, w, bias);
   namespace gm = cuda::detail::gemm;
   auto const y2 = gm::rows_of(y);
   gm::run(y2, gm::rows_of(x), gm::swap_last2(w), 1.f, 0.f);  // [N, in] @ [in, out]
-  if (!bias.empty() && y2.numel() != 0) {
+  bool const relu = ep == Epilogue::relu;
+  if ((!bias.empty() || relu) && y2.numel() != 0) {
     auto& ctx = cuda::context();
     gm::add_bias_kernel<float><<<cuda::blocks_for(y2.numel()), cuda::kThreads, 0, ctx.stream()>>>(
-        y2.data(), bias.data(), bias.stride(0), y2.size(0), y2.size(1), y2.size(0) == 1 ? y2.size(1) : y2.stride(0));
+        y2.data(), bias.empty() ? nullptr : bias.data(), bias.empty() ? 0 : bias.stride(0), y2.size(0), y2.size(1),
+        y2.size(0) == 1 ? y2.size(1) : y2.stride(0), relu);
     LNF_CUDA_LAUNCH_CHECK(add_bias_kernel);
   }
 }

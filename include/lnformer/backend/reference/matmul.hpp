@@ -92,7 +92,7 @@ inline void matmul_backward(Reference, View<Reference> da, View<Reference> db, C
 }
 
 inline void linear_forward(Reference, View<Reference> y, CView<Reference> x, CView<Reference> w,
-                           CView<Reference> bias) {
+                           CView<Reference> bias, Epilogue ep = Epilogue::none) {
   check::linear_forward<Reference>(y, x, w, bias);
   auto const x2 = detail::gemm::rows_of(x);
   auto const y2 = detail::gemm::rows_of(y);
@@ -102,7 +102,8 @@ inline void linear_forward(Reference, View<Reference> y, CView<Reference> x, CVi
       for (std::int64_t p = 0; p < w.size(1); ++p)
         s += static_cast<double>(x2.data()[i * x2.stride(0) + p * x2.stride(1)]) *
              w.data()[o * w.stride(0) + p * w.stride(1)];
-      y2.data()[i * y2.stride(0) + o * y2.stride(1)] = static_cast<float>(s);
+      auto const v = static_cast<float>(s);
+      y2.data()[i * y2.stride(0) + o * y2.stride(1)] = ep == Epilogue::relu && v <= 0.f ? 0.f : v;  // NaN propagates
     }
 }
 
