@@ -57,6 +57,7 @@ import glob, json, sys
 d = sys.argv[1]
 lnf = {r["norm"]: r for r in json.load(open(f"{d}/lnf.json"))["rows"]}
 peak = json.load(open(f"{d}/lnf.json"))["gemm_peak_gflops"]
+peak_low = json.load(open(f"{d}/lnf.json")).get("gemm_peak_lowest_gflops", peak)
 print()
 print(f"{'norm':<6} {'lnformer tok/s':>15} {'PyTorch tok/s':>14} {'ratio':>7} {'lnformer MB':>12} {'PyTorch MB':>11} {'lnformer of peak':>17}")
 for norm in ("post", "pre"):
@@ -76,5 +77,6 @@ cfg = json.load(open(f"{d}/lnf.json"))["config"]
 math = cfg.get("gemm_math", "f32") + (" (oneDNN bf16 kernels)" if cfg.get("native_bf16") else " (emulated)") \
     if cfg.get("gemm_math") == "bf16" else "f32"
 print(f"(lnformer GEMM math {math}; PyTorch {t['version']}, {t['threads']} threads, BLAS {t['blas']}, "
-      f"ratio against its fastest of autocast {', '.join(r['autocast'] for r in runs)}; f32 GEMM peak {peak:.1f} GFLOP/s)")
+      f"ratio against its fastest of autocast {', '.join(r['autocast'] for r in runs)}; f32 GEMM peak {peak:.1f} GFLOP/s, "
+      f"the best of lnformer's run, lowest {peak_low:.1f})")
 PY
