@@ -1,9 +1,10 @@
 #pragma once
 // CPU GEMMs: every op is one or more oneDNN matmul primitives reading the caller's views through
 // their real strides (a transposed or per-head operand is never copied), with alpha as the output
-// scale, beta as a sum post-op and the linear bias fused. Contract in ops/matmul.hpp.
+// scale, beta as a sum post-op, and the linear bias (and a ReLU epilogue, an eltwise post-op) fused.
+// Contract in ops/matmul.hpp.
 //
-// One cache entry per (dims, strides, bias, alpha, beta) in cpu::context() holds the primitive, its
+// One cache entry per (dims, strides, bias, alpha, beta, math, relu) in cpu::context() holds the primitive, its
 // memory objects (rebound with set_data_handle) and the argument map, so a steady-state call builds a
 // key in a reused buffer, looks it up and executes: nothing is created. The scratchpad is the
 // context's per-thread workspace (user scratchpad mode), not the entry's: entries stay small however
