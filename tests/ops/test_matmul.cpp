@@ -150,11 +150,85 @@ TEST_CASE("matmul: a c oneDNN would send to its no-copy kernel with power-of-two
                             CView<B>(b.data() + (ld - n), Shape{k, n}, Strides{ld, 1})};
         },
         -0.5f, 1.f);
+    // Widened where oneDNN runs the product on its gemm-based kernels (AVX2), whose no-copy kernel
+    // is the slow one; not where it has another (brgemm, AVX-512), which needs no mending. Then
     // c [m, n'] went through the workspace (slot 3, which nothing else uses).
-    CHECK(cpu::context().workspace_bytes(3) >= static_cast<std::size_t>(m * wide) * sizeof(float));
+    Tensor<Cpu> ab(Shape{k, ld}), bb(Shape{k, ld}), cb(Shape{m, n + 3});
+    auto const p = gm::plan(View<Cpu>(cb.data() + 1, Shape{m, n}, Strides{n + 3, 1}),
+                            CView<Cpu>(ab.data(), Shape{m, k}, Strides{1, ld}),
+                            CView<Cpu>(bb.data() + (ld - n), Shape{k, n}, Strides{ld, 1}), -0.5f, 1.f);
+    bool const gemm_based = p.implementation.starts_with("gemm:");
+    MESSAGE(name, ": oneDNN runs it on ", p.implementation);
+    CHECK(p.wide_n == (gemm_based ? wide : 0));
+    if (gemm_based) CHECK(cpu::context().workspace_bytes(3) >= static_cast<std::size_t>(m * wide) * sizeof(float));
   }
   // A weight gradient of a [512, 512] projection, through linear_backward (dw accumulates: beta 1).
   check_weight_gradient(1100, 512, 512, 11);
+}
+
+TEST_CASE("matmul: strided attention heads leave oneDNN's gemm-based matmul where it has another") {
+  // oneDNN 2.6's gemm-based matmul mallocs on every call on AVX-512 CPUs (once per batch member), and
+  // there its brgemm matmul takes batched problems only with compact operands: the heads, strided
+  // views of the q|k|v rows, are copied compact for it. Where gemm-based is all there is (AVX2), they
+  // are read in place. Every product of attention's forward and backward, checked against Reference.
+  namespace gm = cpu::detail::gemm;
+  std::int64_t const n = 3, t = 7, h = 2, dh = 16, width = 3 * h * dh;
+  Tensor<Cpu> dense_a(Shape{n, h, t, t}), dense_b(Shape{n, h, t, dh}), dense_c(Shape{n, h, t, dh});
+  bool const brgemm = !gm::plan(dense_c, dense_a, dense_b).implementation.starts_with("gemm:");
+  MESSAGE("compact batched products run on ", gm::plan(dense_c, dense_a, dense_b).implementation,
+          std::string(brgemm ? ": strided heads are copied compact for it" : ": strided heads are read in place"));
+  CHECK(brgemm == cpu::compact_batches_leave_gemm());
+  Rng rng(21);
+  auto const qkv = random_tensor<Cpu>(Shape{n, t, width}, rng);
+  auto const probs = random_tensor<Cpu>(Shape{n, h, t, t}, rng);
+  auto const dctx = random_tensor<Cpu>(Shape{n, t, h, dh}, rng);
+  auto const qkv_r = to_backend<Reference>(qkv), probs_r = to_backend<Reference>(probs), dctx_r = to_backend<Reference>(dctx);
+  // Product i of attention (a, b) over the given buffers, on backend B.
+  auto product = [&]<class B>(int i, Tensor<B> const& x, Tensor<B> const& p, Tensor<B> const& d) {
+    auto head = [&](std::int64_t slot) {  // [N, H, T, dh] in columns slot * h * dh.. of qkv
+      return CView<B>(x.data() + slot * h * dh, Shape{n, h, t, dh}, Strides{t * width, dh, width, 1});
+    };
+    CView<B> const q = head(0), k = head(1), v = head(2), dctx_heads = d.cview().permute({0, 2, 1, 3});
+    CView<B> const pv = p.cview(), pt = p.cview().transposed();
+    std::array<std::pair<CView<B>, CView<B>>, 6> const all{{{q, k.transposed()}, {pv, v}, {dctx_heads, v.transposed()},
+                                                            {pt, dctx_heads}, {pv, k}, {pt, q}}};
+    return all[static_cast<std::size_t>(i)];
+  };
+  struct Product {
+    char const* name;
+    bool a_strided, b_strided;
+  };
+  std::array<Product, 6> const products{{{"scores = q @ k^T", true, true},
+                                         {"ctx = p @ v", false, true},
+                                         {"dp = dctx @ v^T", false, true},
+                                         {"dv = p^T @ dctx", false, false},
+                                         {"dq = ds @ k", false, true},
+                                         {"dk = ds^T @ q", false, true}}};
+  for (int i = 0; i < 6; ++i) {
+    auto const& pr = products[static_cast<std::size_t>(i)];
+    CAPTURE(pr.name);
+    auto const [a, b] = product.template operator()<Cpu>(i, qkv, probs, dctx);
+    auto const [ar, br] = product.template operator()<Reference>(i, qkv_r, probs_r, dctx_r);
+    Tensor<Cpu> c(Shape{n, h, a.size(2), b.size(3)});
+    auto const p = gm::plan(c, a, b, 0.5f);
+    CHECK(p.implementation.starts_with("gemm:") == !brgemm);
+    if (brgemm) {
+      // Only what is strided is copied (dctx's heads are a compact permutation: read in place).
+      CHECK((p.feed_a == gm::Feed::pack) == pr.a_strided);
+      CHECK((p.feed_b == gm::Feed::pack) == pr.b_strided);
+    } else {
+      CHECK(p.feed_a == gm::Feed::as_is);
+      CHECK(p.feed_b == gm::Feed::as_is);
+    }
+    ops::matmul(Cpu{}, c, a, b, 0.5f);
+    Tensor<Reference> cr(c.shape());
+    ops::matmul(Reference{}, cr, ar, br, 0.5f);
+    check_close(c, cr, kMatmulRtol, kMatmulAtol, pr.name);
+  }
+  // compact_like keeps the order of the strides: a transposed view stays transposed.
+  CHECK(gm::compact_like(Shape{2, 5, 3}, gm::Dims{15, 1, 5}, 3) == gm::Dims{15, 1, 5});
+  CHECK(gm::compact_like(Shape{2, 5, 3}, gm::Dims{40, 1, 8}, 3) == gm::Dims{15, 1, 5});
+  CHECK(gm::compact_like(Shape{2, 3, 4, 5}, gm::Dims{300, 5, 75, 1}, 4) == gm::Dims{60, 5, 15, 1});
 }
 
 TEST_CASE("matmul: operands with no unit stride, and a strided c") {

@@ -2,19 +2,22 @@
 // workspaces, oneDNN primitives and the optimizer's state are all kept from one step to the next, so a
 // steady-state step makes no allocation of 64 KiB or more (no page faults, no mmap/munmap, no growth).
 // What it still allocates is small bookkeeping, printed here: mostly inside oneDNN 2.6's primitive
-// execution (argument maps, std::function per parallel region; about six in seven) and libgomp's
-// teams for parallel regions that run on one thread. Counted by interposing the C allocator (malloc
+// execution (argument maps, std::function per parallel region) and libgomp's teams for parallel
+// regions that run on one thread. At translation sizes on CPUs without AVX-512, oneDNN's gemm-based
+// matmul also mallocs its packing buffers inside each large call: counted and printed there. Counted by interposing the C allocator (malloc
 // and friends; operator new reaches them too), which sanitizer builds own, so there the test says
 // it is skipped.
 #include <lnformer/data/synthetic.hpp>
 #include <lnformer/lnformer.hpp>
 #include <lnformer/train/trainer.hpp>
+#include <lnformer/backend/cpu/matmul.hpp>
 
 #include "support.hpp"
 
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <string_view>
 #include <cerrno>
 #include <cstdlib>
 #include <vector>
@@ -50,8 +53,9 @@ void note_allocation(std::size_t bytes) {
   if (!counting.load(std::memory_order_relaxed) || in_hook) return;
   allocations.fetch_add(1, std::memory_order_relaxed);
   if (bytes >= kLarge) large_allocations.fetch_add(1, std::memory_order_relaxed);
-  static bool const trace = std::getenv("LNF_TRACE_ALLOCATIONS") != nullptr;
-  if (trace) {
+  // LNF_TRACE_ALLOCATIONS=1: every allocation's stack; =large: only those of kLarge bytes or more.
+  static char const* const trace = std::getenv("LNF_TRACE_ALLOCATIONS");
+  if (trace != nullptr && (std::string_view(trace) != "large" || bytes >= kLarge)) {
     in_hook = true;
     void* frames[24];
     int const n = backtrace(frames, 24);
@@ -113,17 +117,26 @@ Counts allocations_in(F&& f) {
   return {allocations.load(), large_allocations.load()};
 }
 
+/// Sizes of the model and batch: the small ones every CPU GEMM path runs without allocating, and
+/// translation-sized ones (d 256, ~2,100 rows) where oneDNN's GEMMs take their large-problem paths.
+struct Size {
+  std::int64_t d, ffn, heads, len;
+};
+constexpr Size kSmall{64, 128, 2, 5}, kTranslation{256, 1024, 4, 32};
+
+/// Large allocations in two steady-state training steps (the checks on the counter itself and on the
+/// first step are made here).
 template <class Norm>
-void check_steady_state(float dropout) {
-  SyntheticTask const task{.kind = SyntheticKind::reverse, .symbols = 6, .min_len = 5, .max_len = 5};
-  ModelConfig const config{.enc_layers = 2, .dec_layers = 2, .d_model = 64, .ffn = 128, .heads = 2,
-                           .vocab = task.vocab(), .max_positions = 16, .dropout = dropout};
+long steady_state_large(float dropout, Size size) {
+  SyntheticTask const task{.kind = SyntheticKind::reverse, .symbols = 6, .min_len = size.len, .max_len = size.len};
+  ModelConfig const config{.enc_layers = 2, .dec_layers = 2, .d_model = size.d, .ffn = size.ffn, .heads = size.heads,
+                           .vocab = task.vocab(), .max_positions = size.len + 11, .dropout = dropout};
   Seq2Seq<Norm, Cpu> model(config, 3);
   Trainer trainer(model, Adam{.beta2 = 0.98f}, InverseSqrt{.peak = 1e-3f, .warmup = 4},
                   TrainerOptions{.clip_norm = 1.f});
   // Batches of one shape, made before counting (making one allocates its tensors). 64 sentences of
-  // 6 tokens: activations of [384, 64] and more, every one of them a large allocation were it made
-  // in the step.
+  // len + 1 tokens: activations of [384, 64] and more at the small size, every one of them a large
+  // allocation were it made in the step.
   Rng rng(5, 1);
   std::vector<Batch<Cpu>> batches;
   for (int i = 0; i < 4; ++i) batches.push_back(make_batch<Cpu>(task.sample(rng, 64)));
@@ -147,10 +160,16 @@ void check_steady_state(float dropout) {
     loss += trainer.step(batches[0]).loss.mean_loss();
   });
   CHECK(std::isfinite(loss));
-  INFO("rerun with LNF_TRACE_ALLOCATIONS=1 for the call stacks");
-  MESSAGE(Norm::name, ": first step ", first.all, " allocations (", first.large, " large); two steady-state steps ",
-          steady.all, " (", steady.large, " large)");
-  CHECK_MESSAGE(steady.large == 0, Norm::name, ": ", steady.large, " large allocations in two steady-state steps");
+  INFO("rerun with LNF_TRACE_ALLOCATIONS=large (or =1 for every allocation) for the call stacks");
+  MESSAGE(Norm::name, " d ", size.d, ": first step ", first.all, " allocations (", first.large,
+          " large); two steady-state steps ", steady.all, " (", steady.large, " large)");
+  return steady.large;
+}
+
+template <class Norm>
+void check_steady_state(float dropout) {
+  long const large = steady_state_large<Norm>(dropout, kSmall);
+  CHECK_MESSAGE(large == 0, Norm::name, ": ", large, " large allocations in two steady-state steps");
 }
 
 }  // namespace
@@ -163,4 +182,22 @@ TEST_CASE("a steady-state CPU training step allocates no buffer") {
   check_steady_state<PreLN>(0.1f);
   check_steady_state<PostLN>(0.1f);
   check_steady_state<AdminLN>(0.f);
+}
+
+TEST_CASE("a steady-state CPU training step at translation sizes allocates no buffer where oneDNN allows it") {
+  // At d 256 and ~2,100 rows oneDNN takes its large-problem GEMM paths. Its brgemm matmul (AVX-512)
+  // works in the scratchpad it is given. Its gemm-based matmul, all it has on CPUs without AVX-512,
+  // mallocs its packing buffers inside every large call (oneDNN 2.6 gemm_driver), out of the
+  // library's reach: there the count is printed, not asserted.
+  if (!LNF_COUNT_ALLOCATIONS) {
+    MESSAGE("skipped: the sanitizer owns the allocator in this build, so allocations are not counted here");
+    return;
+  }
+  long const large = steady_state_large<PreLN>(0.1f, kTranslation);
+  if (cpu::compact_batches_leave_gemm()) {
+    CHECK_MESSAGE(large == 0, "pre d 256: ", large, " large allocations in two steady-state steps");
+  } else {
+    MESSAGE("not asserted on this CPU: oneDNN has only its gemm-based matmul here, which allocated ", large,
+            " large buffers inside its calls over two steps (its copy-based driver's packing buffers)");
+  }
 }

@@ -13,6 +13,11 @@
 // The one layout oneDNN has no fast kernel for, an operand with no unit stride in either of its last
 // two dims (e.g. every other column), is packed into the context's workspace first.
 //
+// Which of oneDNN's kernels runs a problem is settled once per entry (see Entry): its gemm-based
+// matmul ignores the scratchpad and mallocs inside calls, so where oneDNN has brgemm (AVX-512) strided
+// operands are copied compact to reach it; where gemm-based is all there is (AVX2) the layouts its
+// no-copy kernel reads slowly are re-laid instead.
+//
 // GEMM math (cpu::set_gemm_math): f32 (the default), or bf16: both operands rounded to bfloat16
 // (round to nearest even), products accumulated in f32 into the f32 output, weights and everything
 // else staying f32 (mixed precision with f32 master weights). Where oneDNN has bf16 matmul kernels
@@ -37,6 +42,7 @@
 #include <iterator>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -107,6 +113,24 @@ class ScopedGemmMath {
     }
   }();
   return native;
+}
+
+/// Whether oneDNN has a matmul other than its gemm-based one for compact f32 batches on this CPU
+/// (brgemm, AVX-512 and newer; asked once). Without it the gemm-based one runs every product.
+[[nodiscard]] inline bool compact_batches_leave_gemm() {
+  static bool const yes = [] {
+    try {
+      dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+      using dt = dnnl::memory::data_type;
+      using tag = dnnl::memory::format_tag;
+      dnnl::memory::desc const x({4, 32, 32}, dt::f32, tag::abc);
+      std::string_view const impl = dnnl::matmul::primitive_desc(dnnl::matmul::desc(x, x, x), eng).impl_info_str();
+      return impl.substr(0, 5) != "gemm:";
+    } catch (dnnl::error const&) {
+      return false;
+    }
+  }();
+  return yes;
 }
 
 }  // namespace lnformer::cpu
@@ -190,23 +214,62 @@ inline dnnl::memory::desc make_desc(int rank, std::int64_t const* dims, std::int
   return dnnl::memory::desc(dnnl::memory::dims(dims, dims + rank), type, dnnl::memory::dims(strides, strides + rank));
 }
 
+/// Compact strides for `shape` with its dims in the order of `s` (largest stride outermost; ties keep
+/// their order): the densest copy of a view that keeps its layout, so that a transposed operand
+/// stays transposed and the copy reads and writes in the same order.
+inline Dims compact_like(Shape const& shape, Dims const& s, int rank) {
+  std::array<int, 4> order{0, 1, 2, 3};
+  std::stable_sort(order.begin(), order.begin() + rank, [&](int x, int y) { return s[x] > s[y]; });
+  Dims out{};
+  std::int64_t span = 1;
+  for (int i = rank - 1; i >= 0; --i) {
+    out[order[i]] = span;
+    span *= shape[order[i]];
+  }
+  return out;
+}
+
+/// Whether oneDNN picked its gemm-based matmul ("gemm:jit"; every matmul on CPUs without AVX-512).
+/// That implementation ignores the user scratchpad: on AVX-512 CPUs oneDNN 2.6's no-copy sgemm
+/// driver mallocs a ~74 KiB workspace (BK 384 x 48 floats) on every call, and the batched matmul calls
+/// it once per batch member, so a strided attention product made ~128 allocations per execution;
+/// its copy-based driver mallocs its packing buffers per call on every ISA.
+inline bool is_gemm_impl(dnnl::matmul::primitive_desc const& pd) {
+  std::string_view const impl = pd.impl_info_str();
+  return impl.substr(0, 5) == "gemm:";
+}
+
 /// How an operand reaches the primitive.
 enum class Feed : std::uint8_t {
   as_is,        // the caller's memory, through its strides
-  pack,         // an f32 row-major copy (no unit stride in either of the last two dims), rows
-                //   padded to padded_ld for a b where padding_pays, or widened_n long with zeros
-                //   after the n columns of b where that is not 0
-  bf16,         // converted to bf16, keeping its strides (row-major where it would be packed)
-  bf16_as_f32,  // rounded to bf16 values stored as f32, same layout (bf16 math without bf16 kernels)
+  pack,         // an f32 copy in the workspace, laid out as Entry::a_strides / b_strides say: compact
+                //   (compact_like) where oneDNN's gemm-based matmul would otherwise run, row-major
+                //   where no unit stride is left, rows padded to padded_ld for a b where padding_pays,
+                //   widened_n long with zeros after the n columns of b where that is not 0
+  bf16,         // converted to bf16, compact (compact_like)
+  bf16_as_f32,  // rounded to bf16 values stored as f32, compact (bf16 math without bf16 kernels)
 };
 
 /// One cached GEMM problem: c[..., m, n] = alpha a[..., m, k] @ b[..., k, n] (+ bias[n]) + beta c.
+///
+/// How the operands are fed is settled here, once per problem, by asking oneDNN:
+///  1. as they are (packed row-major only where no unit stride is left);
+///  2. if that picks the gemm-based implementation, which allocates per call (is_gemm_impl), with the
+///     strided operands copied compact: oneDNN's brgemm matmul (AVX-512) takes batched problems
+///     only with compact operands, and uses the scratchpad it is given. The heads of attention are
+///     strided views of the q|k|v rows, so this is where their products land; the copy is one read of
+///     an operand per 2 x (its other dim) flops;
+///  3. where the gemm-based implementation is all there is (AVX2), the layouts its no-copy kernel
+///     reads slowly are re-laid (widened_n, padding_pays).
+/// bf16 math converts both operands anyway, so it converts them compact.
 struct Entry : CacheEntryBase {
   dnnl::matmul prim;
   dnnl::memory a, b, c, bias, scratchpad;
   std::unordered_map<int, dnnl::memory> args;
   Feed feed_a = Feed::as_is, feed_b = Feed::as_is;
   Dims a_strides{}, b_strides{};  // of the memory the primitive reads (the copy's, when fed one)
+  Dims c_strides{};               // of the memory the primitive writes: c's own, or the workspace's
+  bool c_in_workspace = false;    // c is computed compact (c_strides) in the workspace and copied out
   std::int64_t wide_n = 0;        // widened_n: b and c are [.., wide_n] for the primitive, c in the workspace
   std::size_t scratch_bytes = 0;  // 0: the primitive needs no scratchpad
 
@@ -214,41 +277,14 @@ struct Entry : CacheEntryBase {
         Dims const& cs, CView<Cpu> biasv, float alpha, float beta, GemmMath math, bool relu) {
     int const r = cv.rank();
     auto const& eng = ctx.engine();
-    // f32 math also re-lays a b that oneDNN reads slowly; bf16 math copies every operand anyway.
-    if (math == GemmMath::f32) wide_n = widened_n(av.shape(), as, bs, cv.shape(), r, !biasv.empty());
-    bool const pads_b = math == GemmMath::f32 && wide_n == 0 && padding_pays(av.shape(), bs, cv.shape(), r);
-    bool const packs_a = needs_pack(as, r), packs_b = needs_pack(bs, r) || pads_b || wide_n != 0;
-    auto layout_of = [&](auto const& v, Dims const& s, bool packs) {
-      if (!packs) return s;
+    auto row_major = [&](Shape const& shape) {
       Dims rm{};
-      auto const c = lnformer::detail::contiguous_strides(v.shape());
+      auto const c = lnformer::detail::contiguous_strides(shape);
       std::copy(c.begin(), c.begin() + r, rm.begin());
       return rm;
     };
-    a_strides = layout_of(av, as, packs_a);
-    b_strides = layout_of(bv, bs, packs_b);
-    if (pads_b) b_strides[r - 2] = padded_ld(bv.size(-1));
-    // Widened: b [k, wide_n] and c [m, wide_n], both row-major; beta is applied when c is copied out.
-    Shape b_shape = bv.shape(), c_shape = cv.shape();
-    Dims c_strides = cs;
-    if (wide_n != 0) {
-      b_strides[r - 2] = wide_n;
-      b_shape = Shape{bv.size(-2), wide_n};
-      c_shape = Shape{cv.size(-2), wide_n};
-      c_strides = Dims{wide_n, 1, 0, 0};
-    }
-    auto const c_md = make_desc(r, c_shape.begin(), c_strides.data());
+    Dims const a_compact = compact_like(av.shape(), as, r), b_compact = compact_like(bv.shape(), bs, r);
 
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // the context's workspace: no allocation per call
-    if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-    // relu comes only with beta = 0 (linear_forward), so it never meets the widened path's beta.
-    if ((beta != 0.f && wide_n == 0) || relu) {
-      dnnl::post_ops po;
-      if (beta != 0.f && wide_n == 0) po.append_sum(beta);
-      if (relu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-      attr.set_post_ops(po);
-    }
     // bias [n] broadcast over every dim but the last: dims [1, ..., 1, n]; always f32.
     std::array<std::int64_t, 4> bd{1, 1, 1, 1}, bst{};
     if (!biasv.empty()) {
@@ -256,28 +292,109 @@ struct Entry : CacheEntryBase {
       bd[r - 1] = n;
       for (int i = 0; i < r; ++i) bst[i] = i == r - 1 ? (n == 1 ? 1 : biasv.stride(0)) : n * biasv.stride(0);
     }
-    auto make_pd = [&](dnnl::memory::data_type type) {
+    // The primitive for a, b and c laid out as a_strides / b_strides / c_strides, b and c of width
+    // `width` (wider than c's n only where widened). With c in the workspace beta is applied on the
+    // way out, not by the primitive.
+    c_strides = cs;
+    auto make_pd = [&](dnnl::memory::data_type type, std::int64_t width) {
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // the context's workspace: no allocation per call
+      if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+      // relu comes only with beta = 0 (linear_forward), so it never meets a copy-out's beta.
+      bool const sum = beta != 0.f && !c_in_workspace;
+      if (sum || relu) {
+        dnnl::post_ops po;
+        if (sum) po.append_sum(beta);
+        if (relu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+        attr.set_post_ops(po);
+      }
+      Shape b_shape = bv.shape(), c_shape = cv.shape();
+      if (width != cv.size(-1)) {
+        b_shape = Shape{bv.size(-2), width};
+        c_shape = Shape{cv.size(-2), width};
+      }
       auto const a_md = make_desc(r, av.shape().begin(), a_strides.data(), type);
       auto const b_md = make_desc(r, b_shape.begin(), b_strides.data(), type);
+      auto const c_md = make_desc(r, c_shape.begin(), c_strides.data());
       if (biasv.empty()) return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, eng);
       return dnnl::matmul::primitive_desc(
           dnnl::matmul::desc(a_md, b_md, make_desc(r, bd.data(), bst.data()), c_md), attr, eng);
     };
+
     dnnl::matmul::primitive_desc pd;
     if (math == GemmMath::bf16) {
+      a_strides = a_compact;
+      b_strides = b_compact;
       // bf16 kernels where oneDNN has them for this problem; otherwise the same numbers from f32 ones.
       bool native = native_bf16_gemm();
       if (native) {
         try {
-          pd = make_pd(dnnl::memory::data_type::bf16);
+          pd = make_pd(dnnl::memory::data_type::bf16, cv.size(-1));
         } catch (dnnl::error const&) {
           native = false;
         }
       }
-      if (!native) pd = make_pd(dnnl::memory::data_type::f32);
+      if (!native) pd = make_pd(dnnl::memory::data_type::f32, cv.size(-1));
       feed_a = feed_b = native ? Feed::bf16 : Feed::bf16_as_f32;
     } else {
-      pd = make_pd(dnnl::memory::data_type::f32);
+      // 1. As they are.
+      bool packs_a = needs_pack(as, r), packs_b = needs_pack(bs, r);
+      a_strides = packs_a ? row_major(av.shape()) : as;
+      b_strides = packs_b ? row_major(bv.shape()) : bs;
+      pd = make_pd(dnnl::memory::data_type::f32, cv.size(-1));
+      if (is_gemm_impl(pd) && compact_batches_leave_gemm()) {
+        // 2. Strided operands (a, b, c: bits 0, 1, 2) made compact, the fewest elements copied first.
+        Dims const c_compact = compact_like(cv.shape(), cs, r);
+        std::array<std::int64_t, 3> const sizes{av.numel(), bv.numel(), cv.numel()};
+        std::array<bool, 3> const strided{!packs_a && as != a_compact, !packs_b && bs != b_compact, cs != c_compact};
+        std::vector<int> subsets;
+        for (int m = 1; m < 8; ++m) {
+          bool ok = true;
+          for (int i = 0; i < 3; ++i) ok = ok && (!(m >> i & 1) || strided[static_cast<std::size_t>(i)]);
+          if (ok) subsets.push_back(m);
+        }
+        auto copied = [&](int m) {
+          std::int64_t e = 0;
+          for (int i = 0; i < 3; ++i) e += (m >> i & 1) ? sizes[static_cast<std::size_t>(i)] : 0;
+          return e;
+        };
+        std::stable_sort(subsets.begin(), subsets.end(), [&](int x, int y) { return copied(x) < copied(y); });
+        Dims const keep_a = a_strides, keep_b = b_strides;
+        for (int m : subsets) {
+          a_strides = (m & 1) ? a_compact : keep_a;
+          b_strides = (m & 2) ? b_compact : keep_b;
+          c_strides = (m & 4) ? c_compact : cs;
+          c_in_workspace = (m & 4) != 0;
+          auto candidate = make_pd(dnnl::memory::data_type::f32, cv.size(-1));
+          if (!is_gemm_impl(candidate)) {
+            pd = candidate;
+            packs_a = packs_a || (m & 1);
+            packs_b = packs_b || (m & 2);
+            break;
+          }
+        }
+        if (is_gemm_impl(pd)) {  // nothing left it: back to the layouts of step 1
+          a_strides = keep_a;
+          b_strides = keep_b;
+          c_strides = cs;
+          c_in_workspace = false;
+        }
+      }
+      if (is_gemm_impl(pd)) {
+        // 3. Only the gemm-based implementation: mend the layouts its no-copy kernel reads slowly.
+        wide_n = widened_n(av.shape(), as, bs, cv.shape(), r, !biasv.empty());
+        bool const pads_b = wide_n == 0 && padding_pays(av.shape(), bs, cv.shape(), r);
+        if (wide_n != 0 || pads_b) {
+          packs_b = true;
+          b_strides = row_major(bv.shape());
+          b_strides[r - 2] = wide_n != 0 ? wide_n : padded_ld(bv.size(-1));
+          if (wide_n != 0) {
+            c_in_workspace = true;
+            c_strides = Dims{wide_n, 1, 0, 0};
+          }
+          pd = make_pd(dnnl::memory::data_type::f32, wide_n != 0 ? wide_n : cv.size(-1));
+        }
+      }
       feed_a = packs_a ? Feed::pack : Feed::as_is;
       feed_b = packs_b ? Feed::pack : Feed::as_is;
     }
@@ -285,7 +402,7 @@ struct Entry : CacheEntryBase {
     prim = dnnl::matmul(pd);
     a = dnnl::memory(pd.src_desc(), eng, DNNL_MEMORY_NONE);
     b = dnnl::memory(pd.weights_desc(), eng, DNNL_MEMORY_NONE);
-    c = dnnl::memory(c_md, eng, DNNL_MEMORY_NONE);
+    c = dnnl::memory(pd.dst_desc(), eng, DNNL_MEMORY_NONE);
     args = {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}};
     if (!biasv.empty()) args.emplace(DNNL_ARG_BIAS, bias);
     scratch_bytes = pd.scratchpad_desc().get_size();
@@ -293,7 +410,9 @@ struct Entry : CacheEntryBase {
       scratchpad = dnnl::memory(pd.scratchpad_desc(), eng, DNNL_MEMORY_NONE);
       args.emplace(DNNL_ARG_SCRATCHPAD, scratchpad);
     }
+    implementation = pd.impl_info_str();
   }
+  std::string implementation;  // oneDNN's name for the kernel it chose ("brg:avx512_core", "gemm:jit")
 };
 
 /// Elements needed to hold a layout of `shape` with strides `s` (1 + the largest offset).
@@ -303,8 +422,8 @@ inline std::int64_t span_of(Shape const& shape, Dims const& s) {
   return last + 1;
 }
 
-/// dst[offset under dst_strides] = f(v[i]) for every index i of the rank <= 4 view v, walking v's
-/// memory in order (the dim of smallest stride innermost) so a transposed operand streams too.
+/// dst[offset under dst_strides] = f(v[i]) (or f(v[i], dst[...]) where f takes two) for every index i
+/// of the rank <= 4 view v, walking v's memory in order (the dim of smallest stride innermost) so a transposed operand streams too.
 /// Elements of dst that no index reaches are left as they were (the primitive never reads them).
 template <class Out, class F>
 void copy_view(Out* dst, CView<Cpu> v, Dims const& dst_strides, F f) {
@@ -327,7 +446,9 @@ void copy_view(Out* dst, CView<Cpu> v, Dims const& dst_strides, F f) {
     float const* in = src + i0 * d[0].src + i1 * d[1].src + i2 * d[2].src;
     Out* out = dst + i0 * d[0].dst + i1 * d[1].dst + i2 * d[2].dst;
     std::int64_t const si = d[3].src, so = d[3].dst;
-    if (si == 1 && so == 1) {
+    if constexpr (std::is_invocable_v<F, float, Out>) {  // f(value, what dst held)
+      for (std::int64_t j = 0; j < cols; ++j) out[j * so] = f(in[j * si], out[j * so]);
+    } else if (si == 1 && so == 1) {
 #pragma omp simd
       for (std::int64_t j = 0; j < cols; ++j) out[j] = f(in[j]);
     } else {
@@ -346,20 +467,18 @@ inline float* widened_copy(Context& ctx, CView<Cpu> b, std::int64_t wide) {
   return dst;
 }
 
-/// c = wide[:, :n] + beta c, where wide [m, wide_n] is the primitive's c (alpha already applied).
-inline void copy_out_widened(View<Cpu> c, float const* wide, std::int64_t wide_n, float beta) {
-  std::int64_t const m = c.size(-2), n = c.size(-1), s0 = c.stride(-2), s1 = c.stride(-1);
-  float* const out = c.data();
-#pragma omp parallel for schedule(static) if (m * n > 16384)
-  for (std::int64_t i = 0; i < m; ++i) {
-    float const* in = wide + i * wide_n;
-    float* row = out + i * s0;
-    if (beta == 0.f) {
-      for (std::int64_t j = 0; j < n; ++j) row[j * s1] = in[j];
-    } else {
-      for (std::int64_t j = 0; j < n; ++j) row[j * s1] = in[j] + beta * row[j * s1];
-    }
-  }
+/// c = w + beta c, where w holds c's values laid out as `strides` (the primitive's c in the workspace,
+/// alpha already applied; wider than c where widened).
+inline void copy_out(View<Cpu> c, float const* w, Dims const& strides, float beta) {
+  Strides ws{};
+  std::copy(strides.begin(), strides.begin() + c.rank(), ws.begin());
+  CView<Cpu> const computed(w, c.shape(), ws);
+  Dims cs{};
+  std::copy(c.strides().begin(), c.strides().begin() + c.rank(), cs.begin());
+  if (beta == 0.f)
+    copy_view(c.data(), computed, cs, [](float x) { return x; });
+  else
+    copy_view(c.data(), computed, cs, [beta](float x, float old) { return x + beta * old; });
 }
 
 template <class T>
@@ -367,6 +486,37 @@ void append_view(std::string& key, char tag, TensorView<Cpu, T> const& v, Dims c
   fmt::format_to(std::back_inserter(key), "{}[{}|{}]", tag,
                  fmt::join(v.shape().begin(), v.shape().end(), ","),
                  fmt::join(s.begin(), s.begin() + v.rank(), ","));
+}
+
+/// The cached problem for these operands (built the first time they are seen): a, b, c of rank
+/// 2..4 with c's batch dims those of a or b, k > 0.
+inline Entry& entry_for(Context& ctx, View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float alpha,
+                        float beta, bool relu) {
+  Dims const as = dnnl_strides(a), bs = dnnl_strides(b), cs = dnnl_strides(c);
+  // The key names the problem completely; it is built in a per-thread buffer that keeps its capacity.
+  thread_local std::string key;
+  key.clear();
+  key += "matmul:";
+  append_view(key, 'a', a, as);
+  append_view(key, 'b', b, bs);
+  append_view(key, 'c', c, cs);
+  GemmMath const math = gemm_math();
+  fmt::format_to(std::back_inserter(key), "bias{}:{}|alpha{:08x}|beta{:08x}|{}|relu{}", bias.empty() ? 0 : 1,
+                 bias.empty() ? 0 : bias.stride(0), std::bit_cast<std::uint32_t>(alpha),
+                 std::bit_cast<std::uint32_t>(beta), to_string(math), relu ? 1 : 0);
+  return ctx.cached<Entry>(key, [&] { return Entry(ctx, a, as, b, bs, c, cs, bias, alpha, beta, math, relu); });
+}
+
+/// oneDNN's name for the kernel that c = a @ b runs on here, and how a and b reach it (for tests and
+/// benchmarks: which layouts leave the gemm-based implementation, and at what copy).
+struct GemmPlan {
+  std::string implementation;
+  Feed feed_a, feed_b;
+  std::int64_t wide_n;  // widened_n where the problem is computed wider, else 0
+};
+inline GemmPlan plan(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, float alpha = 1.f, float beta = 0.f) {
+  auto& e = entry_for(context(), c, a, b, {}, alpha, beta, false);
+  return {e.implementation, e.feed_a, e.feed_b, e.wide_n};
 }
 
 /// c = alpha a @ b (+ bias) + beta c, all rank r in 2..4, shapes already checked; bias empty or [n].
@@ -405,23 +555,8 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
       return;
     }
   }
-  Dims const as = dnnl_strides(a), bs = dnnl_strides(b), cs = dnnl_strides(c);
-
-  // The key names the problem completely; it is built in a per-thread buffer that keeps its capacity.
-  thread_local std::string key;
-  key.clear();
-  key += "matmul:";
-  append_view(key, 'a', a, as);
-  append_view(key, 'b', b, bs);
-  append_view(key, 'c', c, cs);
-  GemmMath const math = gemm_math();
-  fmt::format_to(std::back_inserter(key), "bias{}:{}|alpha{:08x}|beta{:08x}|{}|relu{}", bias.empty() ? 0 : 1,
-                 bias.empty() ? 0 : bias.stride(0), std::bit_cast<std::uint32_t>(alpha),
-                 std::bit_cast<std::uint32_t>(beta), to_string(math), relu ? 1 : 0);
-
   auto& ctx = context();
-  auto& entry =
-      ctx.cached<Entry>(key, [&] { return Entry(ctx, a, as, b, bs, c, cs, bias, alpha, beta, math, relu); });
+  auto& entry = entry_for(ctx, c, a, b, bias, alpha, beta, relu);
   // The operand as the primitive reads it: the caller's memory, or a copy in workspace slot `slot`.
   auto fed = [&](int slot, CView<Cpu> v, Feed feed, Dims const& s) -> void* {
     if (feed == Feed::as_is) return const_cast<float*>(v.data());
@@ -441,12 +576,15 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
   std::int64_t const wide = entry.wide_n;
   void* const a_data = fed(1, a, entry.feed_a, entry.a_strides);
   void* const b_data = wide == 0 ? fed(2, b, entry.feed_b, entry.b_strides) : widened_copy(ctx, b, wide);
-  float* const c_data = wide == 0 ? c.data() : static_cast<float*>(ctx.workspace(3, static_cast<std::size_t>(c.size(-2) * wide) * sizeof(float)));
+  Shape const c_computed = wide == 0 ? c.shape() : c.shape().with_last(wide);
+  float* const c_data = entry.c_in_workspace
+                            ? static_cast<float*>(ctx.workspace(3, static_cast<std::size_t>(span_of(c_computed, entry.c_strides)) * sizeof(float)))
+                            : c.data();
   LNF_DNNL_CHECK(if (entry.scratch_bytes != 0) entry.scratchpad.set_data_handle(ctx.workspace(0, entry.scratch_bytes));
                  entry.a.set_data_handle(a_data); entry.b.set_data_handle(b_data); entry.c.set_data_handle(c_data);
                  if (!bias.empty()) entry.bias.set_data_handle(const_cast<float*>(bias.data()));
                  entry.prim.execute(ctx.stream(), entry.args); ctx.stream().wait());
-  if (wide != 0) copy_out_widened(c, c_data, wide, beta);
+  if (entry.c_in_workspace) copy_out(c, c_data, entry.c_strides, beta);
 }
 
 using ops::detail::gemm::rows_of;
