@@ -8,6 +8,9 @@
 #   resume      train N steps; train N/2, stop, resume, train N/2: every tensor of the two step-N
 #               checkpoints (parameters and optimizer state) is bit-identical. The run crosses an
 #               epoch boundary and the stop falls inside an epoch.
+#   accumulate  --update-freq 2 consumes two batches per update and resumes bit-exactly mid-epoch;
+#               --patience stops after validations without a better BLEU; --stats-every logs per-layer
+#               statistics.
 #   corrupt     a checkpoint truncated at several points and with a flipped byte (tensor data,
 #               metadata, header length) is refused with a clear error and exit status 1, never a crash.
 #   diverge     a learning rate that overflows: exit status 3, a message with the step, learning rate
@@ -130,6 +133,44 @@ resume)
     --valid-bleu-sentences 4 --time-budget 0 --no-test > intr2.log 2>&1
   expect_status 0 intr2.log "run resumed after SIGINT"
   same_tensors whole60/checkpoint_60.safetensors intr/checkpoint_60.safetensors
+  ;;
+
+accumulate)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  # --update-freq 2: each update consumes two batches (an epoch of B batches takes ceil(B / 2) updates),
+  # and a run stopped and resumed mid-epoch ends bit-identical to an uninterrupted one.
+  train whole --update-freq 2 --max-steps 5 --checkpoint-every 5 > whole.log 2>&1
+  expect_status 0 whole.log "uninterrupted run with --update-freq 2"
+  expect_in whole.log "^gradient accumulation: each update from 2 batches" "accumulation message"
+  batches=$(sed -n 's/^train: [0-9]* pairs in \([0-9]*\) batches.*/\1/p' whole.log)
+  per_epoch=$(( (batches + 1) / 2 ))
+  (( 2 % per_epoch != 0 && 5 > per_epoch )) || fail "the run should cross an epoch and stop inside one ($batches batches)"
+  expect_in whole.log "^step +$per_epoch \| epoch +1 100%" "an epoch of $batches batches in $per_epoch updates"
+  train parts --update-freq 2 --max-steps 2 --checkpoint-every 2 > part1.log 2>&1
+  expect_status 0 part1.log "first part"
+  "$bin" --threads 2 train --data data --out parts --resume --max-steps 5 --checkpoint-every 5 --log-every 1 \
+    --valid-bleu-sentences 4 --time-budget 0 --no-test > part2.log 2>&1
+  expect_status 0 part2.log "resumed run"
+  same_tensors whole/checkpoint_5.safetensors parts/checkpoint_5.safetensors
+  # --patience 1 at a learning rate too small to change the validation BLEU: it stops after the first
+  # validation that is not better than the best, and says why.
+  train patient --lr 1e-9 --patience 1 --max-steps 50 --checkpoint-every 2 > patient.log 2>&1
+  expect_status 0 patient.log "run with --patience 1"
+  expect_in patient.log "^stopped: patience: no better validation BLEU than [0-9.]+ \(step 2\) in 1 validations; 4 steps" \
+    "early stop after one validation without improvement"
+  # --stats-every: per-layer gradient norms and output variances in metrics.jsonl.
+  train stats --max-steps 4 --checkpoint-every 4 --stats-every 2 > stats.log 2>&1
+  expect_status 0 stats.log "run with --stats-every 2"
+  "$python" - stats/metrics.jsonl <<'EOF' || fail "stats events"
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if '"stats"' in l]
+assert [e["step"] for e in ev] == [2, 4], ev
+for e in ev:
+    for k in ("grad_norm", "hidden_var"):
+        assert len(e[k]["encoder"]) == 1 and len(e[k]["decoder"]) == 1, e
+        assert all(v > 0 for v in e[k]["encoder"] + e[k]["decoder"]), e
+print("stats events:", len(ev))
+EOF
   ;;
 
 corrupt)

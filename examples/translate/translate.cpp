@@ -50,6 +50,7 @@
 #include <lnformer/lnformer.hpp>
 #include <lnformer/metrics/bleu.hpp>
 #include <lnformer/metrics/chrf.hpp>
+#include <lnformer/analysis/training_stats.hpp>
 #include <lnformer/train/trainer.hpp>
 #ifdef LNF_WITH_MPI
 #include <lnformer/dist/mpi.hpp>
@@ -118,6 +119,7 @@ struct RunConfig {
   float label_smoothing = 0.1f;
   float clip_norm = 1.f;
   std::int64_t max_tokens = 4096;
+  std::int64_t update_freq = 1;  ///< batches (per rank) whose gradients make one update
   std::int64_t max_len = 128;  ///< training pairs with a longer side (SentencePiece tokens) are left out
   std::int64_t max_positions = 1024;
   std::uint64_t seed = 1;
@@ -129,7 +131,7 @@ struct RunConfig {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(RunConfig, norm, optimizer, schedule, lr, warmup, schedule_steps, beta2,
                                                 weight_decay, enc_layers, dec_layers, d_model, ffn, heads, dropout,
                                                 attention_dropout, activation_dropout, label_smoothing, clip_norm,
-                                                max_tokens, max_len, max_positions, seed, vocab, src_lang, tgt_lang,
+                                                max_tokens, update_freq, max_len, max_positions, seed, vocab, src_lang, tgt_lang,
                                                 spm_sha256)
 
 ModelConfig model_config(RunConfig const& c) {
@@ -447,6 +449,8 @@ struct TrainOptions {
   std::int64_t max_steps = 0;
   double time_budget = 840;     // seconds, whole command; 0: no limit
   std::int64_t checkpoint_every = 100;
+  int patience = 0;             // stop after this many validations without a better BLEU (0: never)
+  std::int64_t stats_every = 0; // steps between training statistics in metrics.jsonl (0: none)
   int keep_last = 2;
   int log_every = 50;
   std::size_t valid_bleu_sentences = 200;
@@ -490,6 +494,20 @@ class MetricsLog {
   fs::path path_;
   std::ofstream f_;
 };
+
+/// metrics.jsonl's "stats" event: per layer (encoder then decoder, by index) the gradient norm before
+/// clipping and the variance of its output, both of the step's last batch.
+json stats_event(std::int64_t step, std::vector<LayerValue> const& grad_norms, std::vector<LayerValue> const& variances) {
+  json j{{"event", "stats"}, {"step", step}};
+  auto put = [&](char const* key, std::vector<LayerValue> const& values) {
+    json per{{"encoder", json::array()}, {"decoder", json::array()}};
+    for (auto const& v : values) per[std::string(stack_name(v.site.stack))].push_back(v.value);
+    j[key] = per;
+  };
+  put("grad_norm", grad_norms);
+  put("hidden_var", variances);
+  return j;
+}
 
 struct TrainContext {
   TrainOptions const& o;
@@ -535,7 +553,7 @@ int train_run(TrainContext& tc) {
                   TrainerOptions{.clip_norm = cfg.clip_norm, .seed = cfg.seed, .comm = &comm});
   Position pos;
   double best_bleu = -1, train_seconds_before = 0;
-  std::int64_t best_step = 0;
+  std::int64_t best_step = 0, validations_since_best = 0;
   fs::path last_good;
   if (!tc.resume_path.empty()) {
     auto const& src = tc.resume_path;
@@ -544,6 +562,8 @@ int train_run(TrainContext& tc) {
     pos.batch = meta_int(meta, "translate/batch_index", src);
     best_step = meta_int(meta, "translate/best_step", src);
     best_bleu = std::stod(meta_at(meta, "translate/best_bleu", src));
+    if (meta.contains("translate/validations_since_best"))
+      validations_since_best = meta_int(meta, "translate/validations_since_best", src);
     train_seconds_before = std::stod(meta_at(meta, "translate/train_seconds", src));
     last_good = src;
     fmt::print("resumed from {}: step {}, epoch {}, batch {} of the epoch; best valid BLEU {:.2f} (step {})\n", src,
@@ -562,12 +582,15 @@ int train_run(TrainContext& tc) {
              cfg.seed, omp_get_max_threads(), cpu::to_string(cpu::gemm_math()),
              cpu::gemm_math() == cpu::GemmMath::bf16 && !cpu::native_bf16_gemm() ? " (emulated)" : "");
   if (ranks > 1)
-    fmt::print("data-parallel over {} ranks ({}): each step trains on {} batches of <= {} tokens, one per rank\n",
-               ranks, comm.name(), ranks, cfg.max_tokens);
-  fmt::print("stop at: {}{}{}; checkpoint every {} steps into {}\n",
+    fmt::print("data-parallel over {} ranks ({}): each step trains on {} batches of <= {} tokens, {} per rank\n",
+               ranks, comm.name(), ranks * cfg.update_freq, cfg.max_tokens, cfg.update_freq);
+  else if (cfg.update_freq > 1)
+    fmt::print("gradient accumulation: each update from {} batches of <= {} tokens\n", cfg.update_freq, cfg.max_tokens);
+  fmt::print("stop at: {}{}{}{}; checkpoint every {} steps into {}\n",
              o.max_steps > 0 ? fmt::format("step {}", o.max_steps) : std::string("no step limit"),
              o.max_epochs > 0 ? fmt::format(", epoch {}", o.max_epochs) : std::string(),
              o.time_budget > 0 ? fmt::format(", {} (time budget)", duration(o.time_budget)) : std::string(),
+             o.patience > 0 ? fmt::format(", {} validations without a better BLEU", o.patience) : std::string(),
              o.checkpoint_every, o.out.string());
   std::fflush(stdout);
 
@@ -600,6 +623,9 @@ int train_run(TrainContext& tc) {
     if (is_best) {
       best_bleu = sc.bleu.score;
       best_step = step;
+      validations_since_best = 0;
+    } else {
+      ++validations_since_best;
     }
     std::map<std::string, std::string> meta{{"translate/format", std::string(kFormat)},
                                             {"translate/config", json(cfg).dump()},
@@ -607,6 +633,7 @@ int train_run(TrainContext& tc) {
                                             {"translate/batch_index", std::to_string(p.batch)},
                                             {"translate/best_bleu", fmt::format("{}", best_bleu)},
                                             {"translate/best_step", std::to_string(best_step)},
+                                            {"translate/validations_since_best", std::to_string(validations_since_best)},
                                             {"translate/valid_bleu", fmt::format("{}", sc.bleu.score)},
                                             {"translate/valid_loss", fmt::format("{}", vl.loss)},
                                             {"translate/train_seconds", fmt::format("{}", train_seconds())},
@@ -652,6 +679,7 @@ int train_run(TrainContext& tc) {
   double window_loss = 0, window_nll = 0;
   auto t_window = Clock::now();
   std::int64_t const steps_at_start = trainer.steps();
+  std::int64_t const per_step = ranks * cfg.update_freq;  // batches one update consumes
   std::string stop_reason;
   bool interrupted = false;
   for (;; ++pos.epoch, pos.batch = 0) {
@@ -660,17 +688,25 @@ int train_run(TrainContext& tc) {
       break;
     }
     auto const order = batcher.epoch(static_cast<std::uint64_t>(pos.epoch));
-    // One step takes batches pos.batch .. pos.batch + ranks - 1 of the order: rank r the r-th (none
-    // when the epoch has fewer left: that rank idles through the step).
-    for (; pos.batch < static_cast<std::int64_t>(order.size()); pos.batch += ranks) {
+    auto const n_batches = static_cast<std::int64_t>(order.size());
+    // One step takes batches pos.batch .. pos.batch + per_step - 1 of the order: rank r the r-th run
+    // of update_freq of them (fewer, or none, when the epoch has fewer left: a rank with none idles
+    // through the step).
+    for (; pos.batch < n_batches; pos.batch += per_step) {
       std::int64_t const done = trainer.steps();
-      std::int64_t const mine = pos.batch + comm.rank();
-      std::optional<Batch<Cpu>> batch;
-      if (mine < static_cast<std::int64_t>(order.size())) batch = batch_of(tc.train, order[static_cast<std::size_t>(mine)]);
+      std::int64_t const mine = pos.batch + comm.rank() * cfg.update_freq;
+      std::vector<Batch<Cpu>> batches;
+      std::int64_t tokens = 0;
+      for (std::int64_t i = mine; i < std::min(n_batches, mine + cfg.update_freq); ++i) {
+        batches.push_back(batch_of(tc.train, order[static_cast<std::size_t>(i)]));
+        tokens += batches.back().src_tokens + batches.back().target_tokens;
+      }
       // Why to stop, agreed by all ranks (one small all-reduce): 1 step limit, 2 time budget (rank 0
-      // measures the reserve for validation and the test), 4 a signal; with the step's tokens.
-      std::array<std::int64_t, 4> ctl{0, 0, 0, batch ? batch->src_tokens + batch->target_tokens : 0};
+      // measures the reserve for validation and the test), 4 a signal, 5 patience (rank 0's
+      // validations); with the step's tokens.
+      std::array<std::int64_t, 5> ctl{0, 0, 0, tokens, 0};
       if (o.max_steps > 0 && done >= o.max_steps) ctl[0] = 1;
+      if (root && o.patience > 0 && validations_since_best >= o.patience) ctl[4] = 1;
       if (root && o.time_budget > 0 && seconds_since(tc.t_start) + reserve_seconds() >= o.time_budget) ctl[1] = 1;
       if (g_signal.load() != 0) ctl[2] = g_signal.load();
       if (ranks > 1) comm.allreduce_sum(std::span<std::int64_t>(ctl));
@@ -678,6 +714,9 @@ int train_run(TrainContext& tc) {
       if (ctl[1] != 0)
         stop_reason = fmt::format("time budget {} (reserving {} for the end)", duration(o.time_budget),
                                   duration(reserve_seconds()));
+      if (ctl[4] != 0)
+        stop_reason = fmt::format("patience: no better validation BLEU than {:.2f} (step {}) in {} validations",
+                                  best_bleu, best_step, o.patience);
       if (ctl[2] != 0) {
         stop_reason = g_signal.load() != 0 ? fmt::format("interrupted (signal {})", g_signal.load())
                                            : std::string("interrupted (a signal to another rank)");
@@ -685,9 +724,17 @@ int train_run(TrainContext& tc) {
       }
       if (!stop_reason.empty()) break;
 
+      // Training statistics of this step: each layer's gradient norm and output variance.
+      bool const stats = o.stats_every > 0 && (done + 1) % o.stats_every == 0;
+      std::optional<HiddenStateRecorder<Seq2Seq<Norm, Cpu>>> recorder;
+      std::vector<LayerValue> grad_norms;
+      if (stats) {
+        recorder.emplace(model);
+        trainer.gradient_observer = [&](ParameterList<Cpu> const& ps) { grad_norms = layer_gradient_norms(ps); };
+      }
       StepStats s;
       try {
-        s = batch ? trainer.step(*batch) : trainer.step_idle();
+        s = trainer.step(std::span<Batch<Cpu> const>(batches));
       } catch (DivergenceError const& e) {
         if (!root) return kExitDiverged;  // every rank saw the same sums; rank 0 reports
         fmt::print(stderr,
@@ -704,6 +751,11 @@ int train_run(TrainContext& tc) {
                        {"last_good_checkpoint", last_good.string()}});
         return kExitDiverged;
       }
+      if (stats) {
+        trainer.gradient_observer = nullptr;
+        metrics_write(stats_event(s.step, grad_norms, recorder->variances()));
+        recorder.reset();
+      }
       window_loss += s.loss.loss;
       window_nll += s.loss.nll;
       window_tgt += s.loss.tokens;
@@ -711,20 +763,19 @@ int train_run(TrainContext& tc) {
       std::int64_t const step = s.step;
       if (step % o.log_every == 0) {
         double const secs = seconds_since(t_window);
-        double const per_step = seconds_since(t_loop) / static_cast<double>(step - steps_at_start);
+        double const seconds_per_step = seconds_since(t_loop) / static_cast<double>(step - steps_at_start);
         double eta = std::numeric_limits<double>::infinity();
-        if (o.max_steps > 0) eta = per_step * static_cast<double>(o.max_steps - step);
+        if (o.max_steps > 0) eta = seconds_per_step * static_cast<double>(o.max_steps - step);
         if (o.max_epochs > 0)
-          eta = std::min(eta, per_step * static_cast<double>((o.max_epochs - pos.epoch) * static_cast<std::int64_t>(order.size()) +
-                                                            static_cast<std::int64_t>(order.size()) - pos.batch - ranks) /
-                                  static_cast<double>(ranks));
+          eta = std::min(eta, seconds_per_step * static_cast<double>((o.max_epochs - pos.epoch) * n_batches +
+                                                                    n_batches - pos.batch - per_step) /
+                                  static_cast<double>(per_step));
         if (o.time_budget > 0) eta = std::min(eta, o.time_budget - reserve_seconds() - seconds_since(tc.t_start));
         double const tps = static_cast<double>(window_tokens) / secs;
         fmt::print("step {:6d} | epoch {:3d} {:3.0f}% | loss {:.4f} | nll {:.4f} | lr {:.3e} | gnorm {:7.3f} | "
                    "{:6.0f} tok/s | {} | ETA {}\n",
                    step, pos.epoch,
-                   100.0 * static_cast<double>(std::min<std::int64_t>(pos.batch + ranks, static_cast<std::int64_t>(order.size()))) /
-                       static_cast<double>(order.size()),
+                   100.0 * static_cast<double>(std::min(pos.batch + per_step, n_batches)) / static_cast<double>(n_batches),
                    window_loss / static_cast<double>(window_tgt), window_nll / static_cast<double>(window_tgt), s.lr,
                    s.grad_norm, tps, duration(seconds_since(tc.t_start)), duration(std::max(0.0, eta)));
         std::fflush(stdout);
@@ -741,7 +792,7 @@ int train_run(TrainContext& tc) {
         window_tokens = window_tgt = 0;
         t_window = Clock::now();
       }
-      if (root && step % o.checkpoint_every == 0) checkpoint(Position{pos.epoch, pos.batch + ranks});
+      if (root && step % o.checkpoint_every == 0) checkpoint(Position{pos.epoch, pos.batch + per_step});
     }
     if (!stop_reason.empty()) break;
   }
@@ -1109,6 +1160,10 @@ int main(int argc, char** argv) {
   t->add_option("--activation-dropout", rc.activation_dropout, "activation dropout")->check(CLI::Range(0.f, 0.9f))->capture_default_str();
   t->add_option("--label-smoothing", rc.label_smoothing, "label smoothing")->check(CLI::Range(0.f, 0.9f))->capture_default_str();
   t->add_option("--max-tokens", rc.max_tokens, "padded tokens per batch")->check(CLI::PositiveNumber)->capture_default_str();
+  t->add_option("--update-freq", rc.update_freq,
+                "batches whose gradients make one update (gradient accumulation; per rank)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   t->add_option("--max-len", rc.max_len, "leave out training pairs with a longer side (tokens)")->check(CLI::PositiveNumber)->capture_default_str();
   t->add_option("--clip-norm", rc.clip_norm, "gradient clipping norm (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
   t->add_option("--seed", rc.seed, "seed of the initialisation, batch order and dropout")->capture_default_str();
@@ -1120,6 +1175,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   t->add_option("--checkpoint-every", to.checkpoint_every, "steps between validations + checkpoints")->check(CLI::PositiveNumber)->capture_default_str();
   t->add_option("--keep-last", to.keep_last, "numbered checkpoints kept")->check(CLI::PositiveNumber)->capture_default_str();
+  t->add_option("--patience", to.patience,
+                "stop after this many validations without a better validation BLEU (0: never)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  t->add_option("--stats-every", to.stats_every,
+                "steps between training statistics in metrics.jsonl: per layer, gradient norm and output "
+                "variance (0: none)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   t->add_option("--log-every", to.log_every, "steps between progress lines")->check(CLI::PositiveNumber)->capture_default_str();
   t->add_option("--valid-bleu-sentences", to.valid_bleu_sentences, "validation sentences decoded for BLEU")->capture_default_str();
   t->add_option("--valid-beam", to.valid_beam, "beam for the validation BLEU (1: greedy)")->check(CLI::Range(1, 64))->capture_default_str();

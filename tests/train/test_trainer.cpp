@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -236,4 +237,69 @@ TEST_CASE("Trainer rejects bad options") {
   CHECK_THROWS_WITH_AS(Trainer(model, Adam{}, Constant{}, TrainerOptions{.explode_factor = 0.5f}),
                        doctest::Contains("explode_factor 0.5"), ValueError);
   CHECK_THROWS_AS(Trainer(model, Adam{.beta1 = 1.5f}, Constant{}), ValueError);
+}
+
+TEST_CASE_TEMPLATE("gradient accumulation: K batches make the update one batch of all their sentences makes", Norm,
+                   PreLN, PostLN) {
+  auto const task = small_task();
+  auto const config = small_model(task, 2);  // dropout 0: the masks of K batches and one cannot agree
+  Rng rng(31, 1);
+  // Three batches of different sizes (so the mean of their means is not the mean over all tokens).
+  std::vector<std::vector<SyntheticExample>> parts{task.sample(rng, 3), task.sample(rng, 9), task.sample(rng, 5)};
+  std::vector<SyntheticExample> all;
+  std::vector<Batch<Cpu>> batches;
+  for (auto const& p : parts) {
+    all.insert(all.end(), p.begin(), p.end());
+    batches.push_back(make_batch<Cpu>(p));
+  }
+  Seq2Seq<Norm, Cpu> accumulated(config, 5), joined(config, 5);
+  // SGD keeps the update linear in the gradient (Adam's first step is sign-like and hides differences).
+  Trainer ta(accumulated, Sgd{}, Constant{.lr = 0.5f}, TrainerOptions{.clip_norm = 0.f});
+  Trainer tj(joined, Sgd{}, Constant{.lr = 0.5f}, TrainerOptions{.clip_norm = 0.f});
+  for (int step = 1; step <= 2; ++step) {
+    auto const sa = ta.step(std::span<Batch<Cpu> const>(batches));
+    auto const sj = tj.step(make_batch<Cpu>(all));
+    CHECK(sa.step == step);
+    CHECK(sa.loss.tokens == sj.loss.tokens);
+    CHECK(sa.loss.tokens == batches[0].target_tokens + batches[1].target_tokens + batches[2].target_tokens);
+    CHECK(sa.loss.mean_loss() == doctest::Approx(sj.loss.mean_loss()).epsilon(1e-5));
+    CHECK(sa.grad_norm == doctest::Approx(sj.grad_norm).epsilon(1e-5));
+  }
+  auto const a = accumulated.parameters(), j = joined.parameters();
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    auto const x = a[i].param->value.to_host(), y = j[i].param->value.to_host();
+    for (std::size_t k = 0; k < x.size(); ++k) worst = std::max(worst, static_cast<double>(std::abs(x[k] - y[k])));
+  }
+  CHECK(worst < 2e-6);
+  // The mean over all tokens is what is matched: the mean of the three batches' means differs.
+  Seq2Seq<Norm, Cpu> probe(config, 5);
+  double mean_of_means = 0;
+  for (auto const& b : batches) mean_of_means += probe.forward(b, ForwardContext{.training = false}).mean_loss() / 3;
+  auto const joined_loss = probe.forward(make_batch<Cpu>(all), ForwardContext{.training = false}).mean_loss();
+  CHECK(std::abs(mean_of_means - joined_loss) > 1e-4);
+}
+
+TEST_CASE("gradient accumulation: each batch of a step draws its own dropout masks; one batch is a plain step") {
+  auto const task = small_task();
+  auto const config = small_model(task, 1, /*dropout=*/0.3f);
+  Rng rng(32, 1);
+  auto const ex = task.sample(rng, 8);
+  auto const b = make_batch<Cpu>(ex);
+  // The same batch twice in one step: with the same masks the loss would be twice one batch's.
+  Seq2Seq<PreLN, Cpu> m1(config, 2), m2(config, 2), m3(config, 2);
+  Trainer t1(m1, Adam{}, Constant{.lr = 1e-3f}), t2(m2, Adam{}, Constant{.lr = 1e-3f}), t3(m3, Adam{}, Constant{.lr = 1e-3f});
+  std::vector<Batch<Cpu>> twice;
+  twice.push_back(make_batch<Cpu>(ex));
+  twice.push_back(make_batch<Cpu>(ex));
+  auto const s2 = t1.step(std::span<Batch<Cpu> const>(twice));
+  auto const s1 = t2.step(b);
+  CHECK(s2.loss.tokens == 2 * s1.loss.tokens);
+  CHECK(std::abs(s2.loss.loss - 2 * s1.loss.loss) > 1e-3);
+  // A span of one batch is step(batch), bit for bit.
+  auto const one = t3.step(std::span<Batch<Cpu> const>(&b, 1));
+  CHECK(one.loss.loss == s1.loss.loss);
+  CHECK(m2.parameters()[3].param->value.to_host() == m3.parameters()[3].param->value.to_host());
+  // No batch at all is an error outside data-parallel training.
+  CHECK_THROWS_AS(t3.step(std::span<Batch<Cpu> const>()), ValueError);
 }

@@ -7,6 +7,7 @@
 #include <lnformer/nn/embedding.hpp>
 #include <lnformer/ops/cross_entropy.hpp>
 
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -39,6 +40,14 @@ class Encoder {
     }
   }
 
+  /// The token embedding this stack reads (shared with the model).
+  [[nodiscard]] TokenEmbedding<B>& embedding() { return *embed_; }
+
+  /// Called during forward with (layer index, the layer's output [N, T, d]) after each layer, where
+  /// set (analysis/training_stats.hpp records hidden-state statistics this way). The view is valid
+  /// only during the call.
+  std::function<void(int, CView<B>)> layer_observer;
+
   /// ids, positions [N, T]; mask broadcastable to [N, heads, T, T] -> [N, T, d].
   CView<B> forward(TensorView<B, std::int32_t const> ids, TensorView<B, std::int32_t const> positions,
                    CView<B> mask, ForwardContext const& ctx) {
@@ -47,7 +56,10 @@ class Encoder {
     auto x0 = detail::ensure(emb_, Shape{ids.size(0), ids.size(1), embed_->dim()});
     embed_->forward(x0, ids, positions);
     CView<B> x = drop_.forward(x0, ctx);
-    for (auto& l : layers) x = l.forward(x, mask, ctx);
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      x = layers[l].forward(x, mask, ctx);
+      if (layer_observer) layer_observer(static_cast<int>(l), x);
+    }
     return final.forward(x);
   }
   /// Accumulates every parameter gradient, the embedding's included; tells `hook` (if any) about
@@ -102,6 +114,9 @@ class Decoder {
     }
   }
 
+  /// As Encoder::layer_observer.
+  std::function<void(int, CView<B>)> layer_observer;
+
   CView<B> forward(TensorView<B, std::int32_t const> ids, TensorView<B, std::int32_t const> positions,
                    CView<B> memory, CView<B> memory_mask, ForwardContext const& ctx) {
     std::int64_t const t = ids.size(1);
@@ -112,7 +127,10 @@ class Decoder {
     embed_->forward(x0, ids, positions);
     CView<B> x = drop_.forward(x0, ctx);
     CView<B> causal = causal_mask(t);
-    for (auto& l : layers) x = l.forward(x, memory, causal, memory_mask, ctx);
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      x = layers[l].forward(x, memory, causal, memory_mask, ctx);
+      if (layer_observer) layer_observer(static_cast<int>(l), x);
+    }
     return final.forward(x);
   }
   /// Accumulates parameter gradients; returns the gradient with respect to the encoder output. Tells

@@ -9,6 +9,9 @@
 //   check: loss and norm finite, loss not exploding       // else DivergenceError, nothing updated
 //   opt.step(state, params, schedule(step));
 //
+// Gradient accumulation: step(std::span of K batches) makes one update from all of them (the
+// gradient of the mean loss over their target tokens), as fairseq's --update-freq K does.
+//
 // The step number is the optimizer state's update count + 1, so a Trainer whose parameters and
 // optimizer state were loaded from a checkpoint (load_checkpoint) continues the schedule and the
 // dropout masks where the saved run stopped.
@@ -48,6 +51,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -123,12 +127,34 @@ class Trainer {
   StepStats step(BatchT const& batch) {
     return run_step([&](ForwardContext const& ctx) { return model_.forward(batch, ctx); }, true);
   }
+  /// One update from several batches together (gradient accumulation; fairseq's --update-freq): the
+  /// gradient of the mean loss over all their target tokens, so K batches make the update that one
+  /// batch holding all their sentences would, up to the order of float summation. The loss, gradient
+  /// norm and token count in the result are those of the K batches together. Dropout masks of batch
+  /// i > 0 are drawn with seed + i * kMicroBatchSeedStride (batch 0 keeps the one-batch masks).
+  /// With a communicator: this rank's K batches (none: it idles through the step).
+  template <class BatchT>
+  StepStats step(std::span<BatchT const> batches) {
+    if (batches.size() == 1) return step(batches.front());
+    if (batches.empty()) {
+      LNF_EXPECTS_AS(ValueError, distributed(), "Trainer::step: no batch to train on");
+      return step_idle();
+    }
+    return accumulated_step(batches);
+  }
+  static constexpr std::uint64_t kMicroBatchSeedStride = 0xD1B54A32D192ED03ull;
+
   /// A data-parallel step in which this rank has no batch (fewer batches than ranks were left): it
   /// takes part in the collectives with zero loss, tokens and gradients and applies the same update.
   StepStats step_idle() {
     LNF_EXPECTS_AS(ValueError, distributed(), "Trainer::step_idle: only a data-parallel Trainer has idle steps");
     return run_step([](ForwardContext const&) { return LossStats{}; }, false);
   }
+
+  /// Where set, called in every step with the parameters once their gradients are complete (summed
+  /// over the ranks, before clipping and the update): training statistics such as
+  /// layer_gradient_norms (analysis/training_stats.hpp). Unset by default.
+  std::function<void(ParameterList<backend> const&)> gradient_observer;
 
   /// Updates done so far.
   [[nodiscard]] std::int64_t steps() const { return state_.step; }
@@ -215,6 +241,60 @@ class Trainer {
     return meta;
   }
 
+  /// The dropout seed of this rank (rank 0 keeps the single-process masks).
+  [[nodiscard]] std::uint64_t rank_seed() const {
+    std::uint64_t seed = options_.seed;
+    if (rank() > 0) seed += static_cast<std::uint64_t>(rank()) * 0x9E3779B97F4A7C15ull;
+    return seed;
+  }
+
+  /// The backward pass of the last forward, scaled; `last` of this rank's step: with a communicator
+  /// the gradient sums start here (overlapped with it where the model reports layers).
+  void backward_of_step(float scale, bool last) {
+    if (!distributed() || !last) {
+      model_.backward(scale);
+      return;
+    }
+    if constexpr (requires(GradientReadyHook<backend>* h) { model_.backward(scale, h); }) {
+      model_.backward(scale, options_.overlap_allreduce ? &*reducer_ : nullptr);
+    } else {
+      model_.backward(scale);
+    }
+  }
+
+  // Gradient accumulation over K >= 2 batches. The gradient scale, 1 / (every rank's target tokens),
+  // is known before any forward pass (batches count their target tokens), so each batch runs forward
+  // then backward and its activations are gone before the next.
+  template <class BatchT>
+  StepStats accumulated_step(std::span<BatchT const> batches) {
+    std::int64_t const t = state_.step + 1;
+    model_.zero_grad();
+    StepStats s;
+    s.step = t;
+    double tokens = 0;
+    for (auto const& b : batches) tokens += static_cast<double>(b.target_tokens);
+    if (distributed()) options_.comm->allreduce_sum(std::span<double>(&tokens, 1));
+    float const scale = tokens > 0 ? static_cast<float>(1.0 / tokens) : 0.f;
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      std::uint64_t const seed = rank_seed() + static_cast<std::uint64_t>(i) * kMicroBatchSeedStride;
+      auto const l = model_.forward(batches[i], ForwardContext{.training = true, .seed = seed,
+                                                                .pass = static_cast<std::uint64_t>(t)});
+      s.loss.loss += l.loss;
+      s.loss.nll += l.nll;
+      s.loss.tokens += l.tokens;
+      bool const last = i + 1 == batches.size();
+      if (last && distributed()) reducer_->begin(params_);
+      backward_of_step(scale, last);
+    }
+    if (distributed()) {
+      reducer_->finish();
+      std::array<double, 3> sums{s.loss.loss, s.loss.nll, static_cast<double>(s.loss.tokens)};
+      options_.comm->allreduce_sum(std::span<double>(sums));
+      s.loss = LossStats{.loss = sums[0], .nll = sums[1], .tokens = static_cast<std::int64_t>(sums[2])};
+    }
+    return update(s);
+  }
+
   // One update: `local(ctx)` runs this rank's forward pass (has_batch: backward follows).
   template <class Forward>
   StepStats run_step(Forward&& local, bool has_batch) {
@@ -222,9 +302,7 @@ class Trainer {
     model_.zero_grad();
     StepStats s;
     s.step = t;
-    std::uint64_t seed = options_.seed;
-    if (rank() > 0) seed += static_cast<std::uint64_t>(rank()) * 0x9E3779B97F4A7C15ull;
-    s.loss = local(ForwardContext{.training = true, .seed = seed, .pass = static_cast<std::uint64_t>(t)});
+    s.loss = local(ForwardContext{.training = true, .seed = rank_seed(), .pass = static_cast<std::uint64_t>(t)});
     if (distributed()) {
       std::array<double, 3> sums{s.loss.loss, s.loss.nll, static_cast<double>(s.loss.tokens)};
       options_.comm->allreduce_sum(std::span<double>(sums));
@@ -233,19 +311,16 @@ class Trainer {
     // The gradient of the mean loss over every rank's target tokens (the model's train_step with
     // one rank).
     float const scale = s.loss.tokens > 0 ? 1.f / static_cast<float>(s.loss.tokens) : 0.f;
-    if (distributed()) {
-      reducer_->begin(params_);
-      if (has_batch) {
-        if constexpr (requires(GradientReadyHook<backend>* h) { model_.backward(scale, h); }) {
-          model_.backward(scale, options_.overlap_allreduce ? &*reducer_ : nullptr);
-        } else {
-          model_.backward(scale);
-        }
-      }
-      reducer_->finish();
-    } else if (has_batch) {
-      model_.backward(scale);
-    }
+    if (distributed()) reducer_->begin(params_);
+    if (has_batch) backward_of_step(scale, true);
+    if (distributed()) reducer_->finish();
+    return update(s);
+  }
+
+  // Clipping, the divergence check and the update, from the gradients of step s.
+  StepStats update(StepStats s) {
+    std::int64_t const t = s.step;
+    if (gradient_observer) gradient_observer(params_);
     s.lr = schedule_(t);
     s.grad_norm = clip_grad_norm(params_, options_.clip_norm);
     double const mean = s.loss.mean_loss();
