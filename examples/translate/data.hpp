@@ -1,0 +1,60 @@
+#pragma once
+// The corpus splits of a run: read, encoded with the vocabulary, batched by tokens.
+
+#include "run_config.hpp"
+
+#include <lnformer/data/parallel_corpus.hpp>
+#include <lnformer/data/sentencepiece.hpp>
+#include <lnformer/data/token_batches.hpp>
+
+namespace translate {
+
+struct Split {
+  std::string name;
+  std::vector<std::string> src, tgt;
+  std::vector<Ids> src_ids, tgt_ids;
+};
+
+inline Split read_split(fs::path const& dir, std::string const& name, RunConfig const& c) {
+  auto const sp = dir / fmt::format("{}.{}", name, c.src_lang), tp = dir / fmt::format("{}.{}", name, c.tgt_lang);
+  LNF_EXPECTS_AS(IoError, fs::exists(sp) && fs::exists(tp),
+                 "no {} split in '{}' ({} and {}): run `translate prepare --data {}` first, or give --data", name,
+                 dir.string(), sp.filename().string(), tp.filename().string(), dir.string());
+  auto corpus = read_parallel_corpus(sp.string(), tp.string());
+  auto const& st = corpus.stats;
+  if (st.empty + st.too_long > 0)
+    fmt::print("{}: {} lines, {} pairs kept; skipped {} with an empty side and {} longer than 1024 bytes\n", name,
+               st.lines, st.kept, st.empty, st.too_long);
+  Split s;
+  s.name = name;
+  s.src = std::move(corpus.src);
+  s.tgt = std::move(corpus.tgt);
+  return s;
+}
+
+inline void encode(Split& s, SentencePieceVocab const& vocab) {
+  s.src_ids.clear();
+  s.tgt_ids.clear();
+  for (auto const& x : s.src) s.src_ids.push_back(vocab.encode(x));
+  for (auto const& x : s.tgt) s.tgt_ids.push_back(vocab.encode(x));
+}
+
+inline TokenBatcher make_batcher(Split const& s, RunConfig const& c, std::int64_t max_len) {
+  std::vector<std::int64_t> sl, tl;
+  for (auto const& x : s.src_ids) sl.push_back(static_cast<std::int64_t>(x.size()));
+  for (auto const& x : s.tgt_ids) tl.push_back(static_cast<std::int64_t>(x.size()));
+  return TokenBatcher(sl, tl, {.max_tokens = std::max(c.max_tokens, max_len + 1), .max_len = max_len, .seed = c.seed});
+}
+
+inline Batch<Cpu> batch_of(Split const& s, std::vector<std::size_t> const& idx) {
+  std::vector<Ids> src, tgt;
+  src.reserve(idx.size());
+  tgt.reserve(idx.size());
+  for (auto i : idx) {
+    src.push_back(s.src_ids[i]);
+    tgt.push_back(s.tgt_ids[i]);
+  }
+  return make_batch<Cpu>(src, tgt);
+}
+
+}  // namespace translate

@@ -1,0 +1,124 @@
+// translate train: settles the run (new or resumed), the vocabulary and the data on every rank, then
+// runs the training loop of the configured policy and optimizer (train_loop.hpp).
+
+#include "train_loop.hpp"
+
+#include <lnformer/io/checksum.hpp>
+
+#include <unistd.h>
+
+namespace translate {
+
+int cmd_train(TrainOptions const& o, RunConfig cli_cfg) {
+  auto const t_start = Clock::now();
+  dist::Communicator& comm = *g_comm;
+  bool const root = comm.is_root();
+  // Rank 0 owns --out: it finds the checkpoint to resume, settles the configuration and trains the
+  // vocabulary; the other ranks receive the results (no shared file system is needed for --out).
+  std::string resume_path;
+  RunConfig cfg = cli_cfg;
+  fs::path const spm = o.out / "spm.model";
+  if (root) {
+    fs::create_directories(o.out);
+    for (auto const& e : fs::directory_iterator(o.out))  // temporary files of an interrupted save
+      if (e.path().extension() == ".tmp") fs::remove(e.path());
+    if (o.resume || !o.resume_from.empty()) {
+      fs::path path = o.resume_from;
+      if (path.empty()) {
+        auto const all = numbered_checkpoints(o.out);
+        LNF_EXPECTS_AS(IoError, !all.empty(), "--resume: no checkpoint_<step>.safetensors in '{}'", o.out.string());
+        path = all.rbegin()->second;
+      }
+      auto const file = io::SafetensorsFile::open(path.string());
+      io::verify_checksum(file, /*required=*/true);
+      cfg = config_of(file.metadata(), file.source());
+      resume_path = file.source();
+      fmt::print("--resume: the configuration of {} is used (model, optimizer, schedule, data, seed)\n", path.string());
+    } else {
+      LNF_EXPECTS_AS(IoError, numbered_checkpoints(o.out).empty(),
+                     "'{}' already holds checkpoints: continue with --resume, or choose another --out", o.out.string());
+      if (cfg.schedule == "auto") cfg.schedule = cfg.warmup > 0 ? "inverse_sqrt" : "constant";
+      if (cfg.schedule_steps == 0) cfg.schedule_steps = o.max_steps;
+    }
+  }
+
+  // Every rank reads the corpus (rank 0 first: a missing split is reported before any vocabulary work).
+  Split train, valid, test;
+  auto read_splits = [&] {
+    train = read_split(o.data, "train", cfg);
+    valid = read_split(o.data, "valid", cfg);
+    test = read_split(o.data, "test", cfg);
+    fmt::print("data {}: train {}, valid {}, test {} pairs ({} -> {})\n", o.data.string(), train.src.size(),
+               valid.src.size(), test.src.size(), cfg.src_lang, cfg.tgt_lang);
+  };
+  if (root) read_splits();
+
+  std::string spm_bytes;  // the vocabulary file, sent from rank 0 to the others
+  if (root) {
+    if (!fs::exists(spm)) {
+      LNF_EXPECTS_AS(IoError, resume_path.empty(),
+                     "--resume: '{}' is missing (the checkpoints need the vocabulary they were trained with)",
+                     spm.string());
+      auto const t0 = Clock::now();
+      auto const d = o.data;
+      train_sentencepiece({(d / ("train." + cfg.src_lang)).string(), (d / ("train." + cfg.tgt_lang)).string()},
+                          (o.out / "spm").string(),
+                          {.vocab_size = o.vocab_size, .threads = std::max(1, omp_get_max_threads()),
+                           .seed = static_cast<std::uint32_t>(cfg.seed)});
+      fmt::print("SentencePiece: joint unigram vocabulary of {} trained on the train split in {:.1f}s -> {}\n",
+                 o.vocab_size, seconds_since(t0), spm.string());
+    }
+    std::string const spm_sha = translate::detail::file_sha256(spm);
+    LNF_EXPECTS_AS(IoError, cfg.spm_sha256.empty() || cfg.spm_sha256 == spm_sha,
+                   "'{}' is not the vocabulary of the checkpoint being resumed (SHA-256 differs)", spm.string());
+    cfg.spm_sha256 = spm_sha;
+    if (comm.size() > 1) {
+      std::ifstream in(spm, std::ios::binary);
+      spm_bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      LNF_EXPECTS_AS(IoError, in.good() || in.eof(), "cannot read '{}'", spm.string());
+    }
+  }
+  fs::path spm_here = spm;  // where this rank loads the vocabulary from
+  if (comm.size() > 1) {
+    std::string cfg_json = root ? json(cfg).dump() : std::string();
+    dist::broadcast_string(comm, cfg_json);
+    cfg = json::parse(cfg_json).get<RunConfig>();
+    dist::broadcast_string(comm, resume_path);
+    dist::broadcast_string(comm, spm_bytes);
+    if (!root) {
+      spm_here = fs::temp_directory_path() / fmt::format("lnformer-spm-{}-rank{}.model", ::getpid(), comm.rank());
+      std::ofstream f(spm_here, std::ios::binary | std::ios::trunc);
+      f << spm_bytes;
+      f.close();
+      LNF_EXPECTS_AS(IoError, f.good(), "cannot write the vocabulary received from rank 0 to '{}'", spm_here.string());
+    }
+  }
+  if (!root) read_splits();
+  SentencePieceVocab const vocab(spm_here.string());
+  if (spm_here != spm) fs::remove(spm_here);
+  LNF_EXPECTS_AS(IoError, cfg.vocab == 0 || cfg.vocab == vocab.size(), "'{}' has {} pieces but the checkpoint has {}",
+                 spm.string(), vocab.size(), cfg.vocab);
+  cfg.vocab = vocab.size();
+  auto const t_enc = Clock::now();
+  encode(train, vocab);
+  encode(valid, vocab);
+  encode(test, vocab);
+  fmt::print("encoded with {} pieces in {:.1f}s\n", vocab.size(), seconds_since(t_enc));
+
+  TrainContext tc{o, cfg, t_start, vocab, train, valid, test, resume_path};
+  return dispatch(
+      NormPolicies{}, cfg.norm,
+      [&](auto ntag) {
+        using Norm = typename decltype(ntag)::type;
+        return dispatch(
+            Optimizers{}, cfg.optimizer,
+            [&](auto otag) {
+              using Opt = typename decltype(otag)::type;
+              return train_run<Norm, Opt>(tc);
+            },
+            "--optimizer");
+      },
+      "--norm");
+}
+
+}  // namespace translate
