@@ -45,9 +45,22 @@ struct PrepareCli {
   std::string src_lang = "de", tgt_lang = "en";
 };
 
+struct ScoreOptions {
+  fs::path hyp, ref;
+};
+
+struct AverageOptions {
+  std::vector<std::string> inputs;  ///< checkpoint files, or
+  fs::path out = "runs/de-en";      ///< with `last`: the run directory whose last checkpoints are averaged
+  int last = 0;
+  fs::path output;
+};
+
 int cmd_prepare(PrepareCli p);
 int cmd_train(TrainOptions const& o, RunConfig cli_cfg);
 int cmd_translate(InferOptions const& o);
 int cmd_evaluate(InferOptions const& o);
+int cmd_score(ScoreOptions const& o);
+int cmd_average(AverageOptions const& o);
 
 }  // namespace translate

@@ -6,6 +6,8 @@
 //   translate train --resume                  continue the run in --out exactly where it stopped
 //   echo "Datei nicht gefunden" | translate translate --out runs/de-en
 //   translate evaluate --out runs/de-en       BLEU (sacreBLEU default, with signature) and chrF on test
+//   translate average --out runs/de-en --last 4 --output runs/de-en/checkpoint_avg.safetensors
+//   translate score --hyp test.hyp --ref data/de-en/test.en   BLEU and chrF of any hypothesis file
 //
 // Exit status: 0 done; 1 bad options, data or checkpoint (a clear message); 3 training diverged (the
 // message gives the step, learning rate and last finite loss; the last good checkpoint is intact);
@@ -207,6 +209,22 @@ int main(int argc, char** argv) {
   ev->add_option("--output", io_e.output, "write the translations here");
   add_decode_options(ev, io_e.decode);
 
+  // score, average
+  ScoreOptions so;
+  std::string hyp, ref;
+  auto* sc = app.add_subcommand("score", "BLEU and chrF of a hypothesis file against a reference file (sacreBLEU's "
+                                         "defaults, with signatures)");
+  sc->add_option("--hyp", hyp, "hypotheses, one sentence per line")->required();
+  sc->add_option("--ref", ref, "references, one sentence per line (as many lines)")->required();
+  AverageOptions ao;
+  std::string out_a = ao.out.string(), output_a;
+  auto* av = app.add_subcommand("average", "average the parameters of checkpoints of one run into a new checkpoint "
+                                           "(for translate and evaluate)");
+  av->add_option("--inputs", ao.inputs, "checkpoint files");
+  av->add_option("--last", ao.last, "instead: the last N numbered checkpoints in --out")->check(CLI::PositiveNumber);
+  av->add_option("--out", out_a, "run directory for --last")->capture_default_str();
+  av->add_option("--output", output_a, "the averaged checkpoint to write")->required();
+
   CLI11_PARSE(app, argc, argv);
   int const ranks = g_comm->size();
   try {
@@ -226,6 +244,16 @@ int main(int argc, char** argv) {
     if (*tr) {
       io_t.out = out_t;
       return cmd_translate(io_t);
+    }
+    if (*sc) {
+      so.hyp = hyp;
+      so.ref = ref;
+      return cmd_score(so);
+    }
+    if (*av) {
+      ao.out = out_a;
+      ao.output = output_a;
+      return cmd_average(ao);
     }
     io_e.out = out_e;
     io_e.data = data_e;

@@ -17,7 +17,9 @@
 #               and last finite loss, and the last good checkpoint still loads.
 #   data        the user-file reader's errors reach the command line: different line counts (both
 #               files and counts named), invalid UTF-8 (file and line named), missing file.
-#   translate   translate and evaluate run on a trained checkpoint (stdin -> stdout; BLEU signature).
+#   translate   translate and evaluate run on a trained checkpoint (stdin -> stdout; BLEU signature);
+#               score gives evaluate's numbers for its output and refuses mismatched files; average
+#               writes the elementwise mean of two checkpoints, usable by translate and evaluate.
 #   mpi         (needs LNF_MPIEXEC, the launcher with its options) data-parallel runs on 2 ranks: one
 #               progress report (rank 0's); 4 steps + resume on 2 ranks is bit-identical to 8 steps on
 #               2 ranks; a 2-rank checkpoint resumes on 1 rank and a 1-rank one on 2; a corrupted
@@ -256,6 +258,54 @@ translate)
   expect_status 0 eval.log "evaluate"
   expect_in eval.log "BLEU.*= *[0-9.]+" "evaluate prints BLEU"
   expect_in eval.log "chrF" "evaluate prints chrF"
+  # score: the BLEU and chrF of evaluate's own translations, the same numbers and signatures.
+  "$bin" evaluate --data data --out run --beam 3 --output eval.hyp > eval2.log 2>&1
+  expect_status 0 eval2.log "evaluate --output"
+  "$bin" score --hyp eval.hyp --ref data/test.en > score.log 2>&1
+  expect_status 0 score.log "score"
+  [[ $(grep -E '^(BLEU|chrF)' eval2.log) == "$(cat score.log)" ]] || { cat eval2.log score.log; fail "score differs from evaluate"; }
+  head -n 3 eval.hyp > short.hyp
+  "$bin" score --hyp short.hyp --ref data/test.en > score_bad.log 2>&1
+  expect_status 1 score_bad.log "score with fewer hypothesis lines"
+  expect_in score_bad.log "short.hyp' has 3 lines but --ref 'data/test.en' has [0-9]+" "line count message"
+  "$bin" score --hyp data --ref data/test.en > score_dir.log 2>&1
+  expect_status 1 score_dir.log "score with a directory"
+  expect_in score_dir.log "is a directory" "directory message"
+  # average: the mean of checkpoints 2 and 4, elementwise, loadable by translate and evaluate.
+  "$bin" average --out run --last 2 --output run/avg.safetensors > avg.log 2>&1
+  expect_status 0 avg.log "average --last 2"
+  expect_in avg.log "averaged the parameters of 2 checkpoint\(s\) \(steps 2, 4\)" "average message"
+  "$python" - run/checkpoint_2.safetensors run/checkpoint_4.safetensors run/avg.safetensors <<'EOF' || fail "average values"
+import json, struct, sys, array
+
+def tensors(path):
+    data = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__" or v["dtype"] != "F32":
+            continue
+        a = array.array("f"); a.frombytes(body[v["data_offsets"][0]:v["data_offsets"][1]]); out[k] = a
+    return out
+
+a, b, m = (tensors(p) for p in sys.argv[1:])
+assert not any(k.startswith("optim/") for k in m), "the average holds parameters only"
+params = [k for k in a if not k.startswith("optim/")]
+assert sorted(params) == sorted(m), (sorted(set(params) ^ set(m)))[:5]
+worst = max(abs((x + y) / 2 - z) for k in params for x, y, z in zip(a[k], b[k], m[k]))
+moved = max(abs(x - y) for k in params for x, y in zip(a[k], b[k]))
+assert moved > 1e-4, "checkpoints 2 and 4 are the same: the check would not see anything"
+assert worst < 1e-6, worst
+print(f"{len(params)} tensors: mean of the two within {worst:.1e}")
+EOF
+  printf 'eins zwei\n' | "$bin" translate --checkpoint run/avg.safetensors > avg_out.txt 2> avg_translate.log
+  expect_status 0 avg_translate.log "translate with the averaged checkpoint"
+  "$bin" evaluate --data data --checkpoint run/avg.safetensors --beam 2 > avg_eval.log 2>&1
+  expect_status 0 avg_eval.log "evaluate the averaged checkpoint"
+  "$bin" average --inputs run/checkpoint_4.safetensors data/train.de --output bad.safetensors > avg_bad.log 2>&1
+  expect_status 1 avg_bad.log "average of a non-checkpoint"
   ;;
 
 mpi)
