@@ -30,6 +30,13 @@
 # checkpoints and test.hyp; `report` adds the average of the last checkpoints (translate average,
 # then evaluate with beam 5) and writes the tables.
 set -euo pipefail
+# OUT, DATA and TRANSLATE given relative are relative to the caller's directory; the defaults to the
+# repository's root.
+caller=$PWD
+absolute() { [[ $1 == /* ]] && echo "$1" || echo "$caller/$1"; }
+[[ -n ${OUT:-} ]] && OUT=$(absolute "$OUT")
+[[ -n ${DATA:-} ]] && DATA=$(absolute "$DATA")
+[[ -n ${TRANSLATE:-} && $TRANSLATE == */* ]] && TRANSLATE=$(absolute "$TRANSLATE")
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 mode=${1:-all}

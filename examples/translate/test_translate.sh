@@ -20,6 +20,8 @@
 #   translate   translate and evaluate run on a trained checkpoint (stdin -> stdout; BLEU signature);
 #               score gives evaluate's numbers for its output and refuses mismatched files; average
 #               writes the elementwise mean of two checkpoints, usable by translate and evaluate.
+#   study       scripts/study-depth.sh at toy size: both runs finish, log statistics, are scored
+#               (best and averaged checkpoints) and summarised; a second call trains nothing again.
 #   mpi         (needs LNF_MPIEXEC, the launcher with its options) data-parallel runs on 2 ranks: one
 #               progress report (rank 0's); 4 steps + resume on 2 ranks is bit-identical to 8 steps on
 #               2 ranks; a 2-rank checkpoint resumes on 1 rank and a 1-rank one on 2; a corrupted
@@ -306,6 +308,29 @@ EOF
   expect_status 0 avg_eval.log "evaluate the averaged checkpoint"
   "$bin" average --inputs run/checkpoint_4.safetensors data/train.de --output bad.safetensors > avg_bad.log 2>&1
   expect_status 1 avg_bad.log "average of a non-checkpoint"
+  ;;
+
+study)
+  # scripts/study-depth.sh at toy size (two runs of tens of updates, resumable, then the report), so
+  # that the depth study's script cannot rot.
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  study=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/study-depth.sh
+  TOY=1 OUT=study DATA=data TRANSLATE="$bin" bash "$study" > study.log 2>&1
+  expect_status 0 study.log "study-depth.sh at toy size"
+  for run in L1-post-warmup L1-pre; do
+    [[ -f study/$run/done ]] || { cat study.log; fail "$run did not finish"; }
+    grep -q '"event":"stats"' "study/$run/metrics.jsonl" || fail "$run logged no training statistics"
+    grep -q '"event":"test"' "study/$run/metrics.jsonl" || fail "$run has no test score"
+    [[ -f study/$run/avg_eval.log ]] || fail "$run: the average of its last checkpoints was not evaluated"
+  done
+  cmp -s study/spm.model study/L1-pre/spm.model || fail "the runs do not share the study's vocabulary"
+  expect_in study/summary.md "^\| post-warmup \| finished \| 24 \|" "summary row of post-warmup"
+  expect_in study/summary.md "^\| pre \| finished \| 24 \|" "summary row of pre"
+  [[ $(wc -l < study/runs.csv) == 3 ]] || fail "runs.csv: expected a header and 2 rows"
+  # A second call has nothing left to train and only writes the report again.
+  TOY=1 OUT=study DATA=data TRANSLATE="$bin" bash "$study" > study2.log 2>&1
+  expect_status 0 study2.log "study-depth.sh again"
+  ! grep -q "^study-depth: L1-" study2.log || { cat study2.log; fail "finished runs were trained again"; }
   ;;
 
 mpi)
