@@ -3,7 +3,9 @@
 #
 #   1. install the missing Debian packages            (scripts/install-deps.sh)
 #   2. build/       Release, everything (tests, benchmarks, examples; CUDA code if nvcc is there)
-#   3. ctest in build/                                 (unit tests + consumer_install/_subdirectory)
+#   3. ctest in build/                                 (unit tests + consumer_install/_subdirectory);
+#      then the tests labelled cpu_paths (+ parity) again with ONEDNN_MAX_CPU_ISA=AVX2 (on AVX-512
+#      machines) and with LNF_SCALAR_PHILOX=1 (on AVX2 machines): paths the CPU would not take itself
 #   4. build-asan/  Debug -O1 with LNF_SANITIZE=address,undefined, tests only
 #   5. ctest in build-asan/
 #   6. build-fuzz/  clang + libFuzzer + ASan/UBSan: fuzz the safetensors reader for 60 s
@@ -73,6 +75,11 @@ summary() {
   done
   total=$(awk -v a="$script_t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   printf '  %-22s %8s s\n' "total" "$total"
+  local isa="AVX2 only"
+  grep -qw avx512f /proc/cpuinfo && isa="AVX-512"
+  grep -qw avx512_bf16 /proc/cpuinfo && isa="AVX-512 with BF16"
+  grep -qw avx2 /proc/cpuinfo || isa="no AVX2"
+  echo "  CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $isa"
   if ((failed)); then echo "==== FAILED"; else echo "==== all passed"; fi
 }
 script_t0=$(date +%s.%N)
@@ -93,6 +100,21 @@ fi
 if stage "configure build/" cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release; then
   stage "build build/" cmake --build build --parallel "$jobs" -- -k 0
   stage "ctest build/" ctest --test-dir build --output-on-failure -j "$ctest_jobs" "${ctest_filter[@]}"
+  # The same CPU-path-dependent tests (label cpu_paths, and the PyTorch parity of whole models) again
+  # on the paths this CPU would not take by itself: oneDNN limited to AVX2 (its AVX-512 brgemm and bf16
+  # kernels never run on AVX2-only CI machines), and the portable Philox path of dropout.
+  if grep -qw avx512f /proc/cpuinfo; then
+    stage "ctest build/ AVX2" env ONEDNN_MAX_CPU_ISA=AVX2 \
+      ctest --test-dir build --output-on-failure -j "$ctest_jobs" -L 'cpu_paths|parity' "${ctest_filter[@]}"
+  else
+    skip "ctest build/ AVX2" "no AVX-512 here: the native run above was the AVX2 path; oneDNN's AVX-512 paths (brgemm matmul, native bf16 GEMMs) were not run on this machine"
+  fi
+  if grep -qw avx2 /proc/cpuinfo; then
+    stage "ctest build/ scalar Philox" env LNF_SCALAR_PHILOX=1 \
+      ctest --test-dir build --output-on-failure -j "$ctest_jobs" -L cpu_paths "${ctest_filter[@]}"
+  else
+    skip "ctest build/ scalar Philox" "no AVX2 here: the native run above was the portable Philox path"
+  fi
 else
   skip "build build/" "configure failed"
   skip "ctest build/" "configure failed"

@@ -13,6 +13,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string_view>
+#include <cstdlib>
 #include <vector>
 
 using namespace lnformer;
@@ -82,7 +84,23 @@ TEST_CASE("dropout: the AVX2 and the portable Philox paths give key.bits exactly
         CHECK(bits == expected);
       }
     }
-  if (!cpu::detail::philox_uses_avx2()) MESSAGE("this CPU has no AVX2: only the portable Philox path was checked");
+  if (!cpu::detail::philox_uses_avx2()) MESSAGE("the AVX2 Philox path is off here (no AVX2, or LNF_SCALAR_PHILOX)");
+}
+
+TEST_CASE("dropout: LNF_SCALAR_PHILOX forces the portable Philox path") {
+  // scripts/test.sh runs the CPU tests again with it set, so the portable path's dropout is exercised
+  // end to end on machines with AVX2 too.
+  char const* forced = std::getenv("LNF_SCALAR_PHILOX");
+  if (forced != nullptr && std::string_view(forced) != "0") {
+    CHECK_FALSE(cpu::detail::philox_uses_avx2());
+    MESSAGE("LNF_SCALAR_PHILOX is set: dropout draws its bits on the portable path in this run");
+  } else {
+#if LNF_DROPOUT_AVX2
+    CHECK(cpu::detail::philox_uses_avx2() == (__builtin_cpu_supports("avx2") != 0));
+#else
+    CHECK_FALSE(cpu::detail::philox_uses_avx2());
+#endif
+  }
 }
 
 TEST_CASE("dropout: the integer threshold is exactly the float test key.uniform(i) < p") {

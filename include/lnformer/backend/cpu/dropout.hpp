@@ -14,6 +14,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 // The AVX2 Philox path: GCC or Clang on x86-64 (function-level target attributes and
 // __builtin_cpu_supports), nvcc's host pass included, so that every translation unit of a program
@@ -155,10 +157,14 @@ template <int G>
 }
 #endif
 
-/// Whether philox_bits runs the AVX2 path on this machine.
+/// Whether philox_bits runs the AVX2 path in this process: where the CPU has AVX2, unless the
+/// environment variable LNF_SCALAR_PHILOX is set to anything but "0" (read once): then the portable
+/// path runs, so that it is tested on machines that would never take it (scripts/test.sh does).
 inline bool philox_uses_avx2() {
 #if LNF_DROPOUT_AVX2
   static bool const avx2 = [] {
+    if (char const* forced = std::getenv("LNF_SCALAR_PHILOX"); forced != nullptr && std::string_view(forced) != "0")
+      return false;
     __builtin_cpu_init();  // idempotent; needed if the first call comes from a static initialiser
     return __builtin_cpu_supports("avx2") != 0;
   }();
