@@ -207,7 +207,13 @@ int main(int argc, char** argv) {
   ev->add_option("--output", io_e.output, "write the translations here");
   add_decode_options(ev, io_e.decode);
 
-  CLI11_PARSE(app, argc, argv);
+  // CLI11_PARSE would exit with CLI11's own codes (105 validation, 106 required, 109 extras, 114
+  // arguments...); the documented status of every option error is 1. Help is not an error (0).
+  try {
+    app.parse(argc, argv);
+  } catch (CLI::ParseError const& e) {
+    return app.exit(e) == 0 ? 0 : kExitError;
+  }
   int const ranks = g_comm->size();
   try {
     if (threads > 0) omp_set_num_threads(threads);
