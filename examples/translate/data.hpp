@@ -15,6 +15,16 @@ struct Split {
   std::vector<Ids> src_ids, tgt_ids;
 };
 
+/// What reading a split kept and skipped, for the user: "<name>: L lines, K pairs kept; skipped ...".
+inline std::string corpus_summary(std::string const& name, CorpusStats const& st) {
+  std::string s = fmt::format("{}: {} lines, {} pairs kept; skipped {} with an empty side, {} longer than 1024 "
+                              "bytes",
+                              name, st.lines, st.kept, st.empty, st.too_long);
+  if (st.nul > 0) s += fmt::format(", {} with a NUL byte (binary data or UTF-16 text?)", st.nul);
+  if (st.bom > 0) s += fmt::format("; removed a UTF-8 byte-order mark at the start of {} file(s)", st.bom);
+  return s;
+}
+
 inline Split read_split(fs::path const& dir, std::string const& name, RunConfig const& c) {
   auto const sp = dir / fmt::format("{}.{}", name, c.src_lang), tp = dir / fmt::format("{}.{}", name, c.tgt_lang);
   LNF_EXPECTS_AS(IoError, fs::exists(sp) && fs::exists(tp),
@@ -22,9 +32,7 @@ inline Split read_split(fs::path const& dir, std::string const& name, RunConfig 
                  dir.string(), sp.filename().string(), tp.filename().string(), dir.string());
   auto corpus = read_parallel_corpus(sp.string(), tp.string());
   auto const& st = corpus.stats;
-  if (st.empty + st.too_long > 0)
-    fmt::print("{}: {} lines, {} pairs kept; skipped {} with an empty side and {} longer than 1024 bytes\n", name,
-               st.lines, st.kept, st.empty, st.too_long);
+  if (st.empty + st.too_long + st.nul + st.bom > 0) fmt::print("{}\n", corpus_summary(name, st));
   Split s;
   s.name = name;
   s.src = std::move(corpus.src);
