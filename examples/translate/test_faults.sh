@@ -7,6 +7,14 @@
 # checks:
 #   options  every kind of option error (a bad number, an unknown option, a value out of range, no
 #            subcommand, a missing value, a bad choice) exits 1 with CLI11's message; --help exits 0.
+#   input    bad inputs: `translate --input <directory>` and a missing file exit 1 naming them; a NUL
+#            byte exits 1 naming the line; a byte-order mark is removed and reported; a source over
+#            the model's 1,022 tokens is reported with the limit and the line; `prepare` skips and
+#            counts NUL pairs and reports a removed byte-order mark; `train` works with --out and
+#            --data paths holding a space and a comma (SentencePiece gets them as fields).
+#   disk     (needs a tmpfs mount: root; skipped with a message elsewhere) a full disk: `prepare`
+#            and `translate --output` exit 1 naming the file and the reason, leave no partial or
+#            .tmp file, and an older output file stays as it was.
 set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/test_lib.sh" "$@"
@@ -32,6 +40,78 @@ options)
   expect_in help.log "Subcommands:" "--help lists the subcommands"
   "$bin" train --help > train_help.log 2>&1
   expect_status 0 train_help.log "train --help"
+  ;;
+
+input)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  # Paths with a space and a comma: SentencePiece trains, the run checkpoints and translates.
+  mkdir -p "corpus, v1" && cp data/* "corpus, v1/"
+  "$bin" --threads 2 train --data "corpus, v1" --out "my run,1" "${tiny[@]}" --max-steps 2 --checkpoint-every 2 \
+    > spaces.log 2>&1
+  expect_status 0 spaces.log "train with --data 'corpus, v1' and --out 'my run,1'"
+  [[ -f "my run,1/spm.model" && -f "my run,1/checkpoint_2.safetensors" ]] || fail "no vocabulary or checkpoint in 'my run,1'"
+  translate() { "$bin" --threads 2 translate --out "my run,1" --beam 1 "$@"; }
+  translate --input raw > dir.log 2>&1
+  expect_status 1 dir.log "translate --input <a directory>"
+  expect_in dir.log "--input 'raw' is a directory" "translate --input <a directory>: the message"
+  translate --input missing.txt > missing.log 2>&1
+  expect_status 1 missing.log "translate --input <a missing file>"
+  expect_in missing.log "cannot open --input 'missing.txt'" "a missing --input is named"
+  printf 'eins\nzw\0ei\n' > nul.txt
+  translate --input nul.txt > nul.out 2> nul.log
+  expect_status 1 nul.log "translate: input with a NUL byte"
+  expect_in nul.log "'nul.txt' line 2: a NUL byte" "a NUL byte: file and line named"
+  printf '\xef\xbb\xbfeins\nzwei\n' > bom.txt
+  translate --input bom.txt > bom.out 2> bom.log
+  expect_status 0 bom.log "translate: input with a byte-order mark"
+  expect_in bom.log "removed a UTF-8 byte-order mark at the start of bom.txt" "a byte-order mark is reported"
+  [[ $(wc -l < bom.out) == 2 ]] || fail "translate: 2 lines with a byte-order mark in, $(wc -l < bom.out) out"
+  # A source line of 1,100 tokens (every word one piece or more): cut to the model's 1,022, said so.
+  { "$python" -c "print(' '.join(['eins'] * 1100))"; echo zwei; } > long.txt
+  translate --input long.txt > long.out 2> long.log
+  expect_status 0 long.log "translate: an over-long line"
+  expect_in long.log "1 source sentence\(s\) longer than the model's limit of 1022 tokens .* \(line\(s\) 1\)" \
+    "an over-long line: counted, limit and line named"
+  [[ $(wc -l < long.out) == 2 ]] || fail "translate: 2 lines in, $(wc -l < long.out) out"
+  # prepare: a byte-order mark and a NUL byte in user files.
+  { printf '\xef\xbb\xbf'; head -n 3 raw/train.de; printf 'zw\0ei\n'; } > t.de
+  head -n 4 raw/train.en > t.en
+  "$bin" prepare --data d --train-src t.de --train-tgt t.en --valid-src t.de --valid-tgt t.en --test-src t.de \
+    --test-tgt t.en > prep.log 2>&1
+  expect_status 0 prep.log "prepare with a byte-order mark and a NUL byte"
+  expect_in prep.log "^train: 4 lines, 3 pairs kept; .*1 with a NUL byte.*removed a UTF-8 byte-order mark" \
+    "prepare: NUL pair and byte-order mark reported"
+  cmp -s <(head -n 3 raw/train.de) d/train.de || fail "prepare: d/train.de is not the 3 clean lines without the mark"
+  ;;
+
+disk)
+  mkdir -p full
+  if ! mount -t tmpfs -o size=64k tmpfs full 2> mount.log; then
+    echo "SKIPPED: cannot mount a tmpfs here ($(cat mount.log)); the full-disk checks need root"
+    exit 0
+  fi
+  trap 'umount "$work/full" 2>/dev/null' EXIT
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  train run --max-steps 2 --checkpoint-every 2 > train.log 2>&1
+  expect_status 0 train.log "training"
+  # prepare: a training split larger than the disk.
+  for _ in $(seq 150); do cat raw/train.de; done > big.de
+  for _ in $(seq 150); do cat raw/train.en; done > big.en
+  "$bin" prepare --data full/d --train-src big.de --train-tgt big.en --valid-src raw/valid.de \
+    --valid-tgt raw/valid.en --test-src raw/test.de --test-tgt raw/test.en > prep.log 2>&1
+  expect_status 1 prep.log "prepare onto a full disk"
+  expect_in prep.log "cannot write 'full/d/train\.de': No space left on device" "prepare: file and reason named"
+  [[ -z $(ls -A full/d) ]] || { ls -la full/d; fail "prepare left files on the full disk"; }
+  # translate --output: an older output stays, nothing partial appears.
+  rm -rf full/d
+  echo "older output" > full/out.txt
+  head -c 50000 /dev/zero > full/pad
+  for _ in $(seq 300); do cat raw/test.de; done > many.de
+  "$bin" --threads 2 translate --out run --beam 1 --input many.de --output full/out.txt > out.log 2>&1
+  expect_status 1 out.log "translate --output onto a full disk"
+  expect_in out.log "cannot write 'full/out\.txt': No space left on device.*unchanged" "translate --output: path and reason"
+  [[ $(cat full/out.txt) == "older output" ]] || fail "translate --output changed the older file"
+  [[ ! -e full/out.txt.tmp ]] || fail "translate --output left full/out.txt.tmp"
   ;;
 
 *) fail "unknown check '$check'" ;;

@@ -42,6 +42,7 @@ class MetricsLog {
   void write(json const& j) {
     f_ << j.dump() << '\n';
     f_.flush();
+    LNF_EXPECTS_AS(IoError, f_.good(), "error writing '{}': {}", path_.string(), std::strerror(errno));
   }
 
  private:
@@ -203,6 +204,8 @@ int train_run(TrainContext& tc) {
       all.erase(all.begin());
     }
     last_valid_seconds = seconds_since(t0);
+    if (!sc.cut.empty())
+      fmt::print("valid: {}\n", cut_report(sc.cut, source_limit(model), cfg.max_positions));
     fmt::print("valid step {}: loss {:.4f} nll {:.4f} ppl {:.2f} | BLEU {:.2f} on {} sentences ({}) | best {:.2f} "
                "(step {}) | {:.1f}s | saved {}{}\n",
                step, vl.loss, vl.nll, std::exp(vl.nll), sc.bleu.score, sc.hyps.size(),
@@ -372,6 +375,7 @@ int train_run(TrainContext& tc) {
   }
   auto const sc = score(model, tc.vocab, tc.test, tc.test.src.size(), o.decode);
   write_lines(o.out / "test.hyp", sc.hyps);
+  if (!sc.cut.empty()) fmt::print("test: {}\n", cut_report(sc.cut, source_limit(model), cfg.max_positions));
   fmt::print("\ntest ({} sentences, checkpoint of step {}, beam {}, length penalty {}; {}):\n  {}\n  {}\n",
              sc.hyps.size(), best_step, o.decode.beam, o.decode.lenpen, duration(sc.seconds), sc.bleu.format(true),
              sc.chrf.format(true));
