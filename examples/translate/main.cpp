@@ -9,7 +9,8 @@
 //
 // Exit status: 0 done; 1 bad options, data or checkpoint (a clear message); 3 training diverged (the
 // message gives the step, learning rate and last finite loss; the last good checkpoint is intact);
-// 130 interrupted (SIGINT/SIGTERM: a checkpoint is written first, `--resume` continues).
+// 130 interrupted (SIGINT/SIGTERM: a checkpoint is written first, `--resume` continues; before the
+// first update of a new run nothing is saved, and the message says so; a second signal stops at once).
 //
 // Files in --out: spm.model/.vocab (joint vocabulary, trained on the train split when missing),
 // checkpoint_<step>.safetensors (the last --keep-last), checkpoint_best.safetensors (best validation
@@ -50,6 +51,8 @@
 #include <CLI/CLI.hpp>
 #include <omp.h>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <optional>
@@ -58,7 +61,16 @@ using namespace translate;
 
 namespace {
 
-extern "C" void on_signal(int sig) { g_signal.store(sig); }
+// The first SIGINT/SIGTERM asks the training loop to checkpoint and stop (or ends the final test
+// decoding); a second one stops the process at once, whatever it is doing (every file it writes is
+// renamed into place whole, so nothing is left half-written). Only async-signal-safe calls here.
+extern "C" void on_signal(int sig) {
+  if (g_signal.exchange(sig) == 0) return;
+  static constexpr char msg[] = "\ntranslate: second interrupt: stopping now\n";
+  [[maybe_unused]] auto const n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
 
 void add_decode_options(CLI::App* app, DecodeOptions& d) {
   app->add_option("--beam", d.beam, "beam size (1: greedy)")->check(CLI::Range(1, 64))->capture_default_str();

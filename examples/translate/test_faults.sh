@@ -15,6 +15,10 @@
 #   disk     (needs a tmpfs mount: root; skipped with a message elsewhere) a full disk: `prepare`
 #            and `translate --output` exit 1 naming the file and the reason, leave no partial or
 #            .tmp file, and an older output file stays as it was.
+#   signal   SIGINT before the first update: exit 130, "nothing was saved", no checkpoint, and the
+#            same command then runs; a second SIGINT stops at once (while SentencePiece trains) and
+#            the same command still runs; SIGINT during the final test decoding ends it (exit 130,
+#            the checkpoints complete) instead of being ignored.
 set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/test_lib.sh" "$@"
@@ -112,6 +116,55 @@ disk)
   expect_in out.log "cannot write 'full/out\.txt': No space left on device.*unchanged" "translate --output: path and reason"
   [[ $(cat full/out.txt) == "older output" ]] || fail "translate --output changed the older file"
   [[ ! -e full/out.txt.tmp ]] || fail "translate --output left full/out.txt.tmp"
+  ;;
+
+signal)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  # A training split large enough that SentencePiece takes a moment: the signal arrives before the
+  # first update. It is sent once the handler is installed (SIGINT in /proc/<pid>/status SigCgt).
+  cp -r data big && for _ in $(seq 100); do cat data/train.de; done > big/train.de &&
+    for _ in $(seq 100); do cat data/train.en; done > big/train.en
+  start_bg() { exec "$bin" --threads 2 train --data big --out "$1" "${tiny[@]}" --max-steps 3 --checkpoint-every 3; }
+  handler_set() {
+    local mask
+    mask=$(sed -n 's/^SigCgt:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null)
+    [[ -n $mask ]] && (( 0x$mask & 2 ))
+  }
+  interrupt_early() {  # interrupt_early <out> <signals>
+    start_bg "$1" > "$1.log" 2>&1 &
+    local pid=$! k
+    for _ in $(seq 5000); do handler_set $pid && break; sleep 0.001; done
+    for ((k = 0; k < $2; k++)); do kill -INT $pid; sleep 0.05; done
+    wait $pid
+  }
+  interrupt_early early 1
+  expect_status 130 early.log "SIGINT before the first update"
+  expect_in early.log "^interrupted before the first update: nothing was saved \(no checkpoint in early\); start again with the same command, without --resume" \
+    "SIGINT before the first update: what was saved and how to go on"
+  ! compgen -G "early/checkpoint_*" > /dev/null || fail "a checkpoint appeared although no update was made"
+  "$bin" --threads 2 train --data big --out early "${tiny[@]}" --max-steps 3 --checkpoint-every 3 > again.log 2>&1
+  expect_status 0 again.log "the same command after the interrupt"
+  interrupt_early twice 2
+  expect_status 130 twice.log "two SIGINTs"
+  expect_in twice.log "second interrupt: stopping now" "the second SIGINT stops at once"
+  "$bin" --threads 2 train --data big --out twice "${tiny[@]}" --max-steps 3 --checkpoint-every 3 > twice2.log 2>&1
+  expect_status 0 twice2.log "the same command after two SIGINTs"
+  # SIGINT during the final test decoding (4,000 sentences, beam 5: many seconds of decoding).
+  cp -r data longtest && for _ in $(seq 250); do cat data/test.de; done > longtest/test.de &&
+    for _ in $(seq 250); do cat data/test.en; done > longtest/test.en
+  with_test=()
+  for a in "${tiny[@]}"; do [[ $a == --no-test ]] || with_test+=("$a"); done
+  ( exec "$bin" --threads 2 train --data longtest --out final "${with_test[@]}" --max-steps 2 --checkpoint-every 2 \
+      > final.log 2>&1 ) &
+  pid=$!
+  for _ in $(seq 20000); do [[ -e final/checkpoint_2.safetensors ]] && break; sleep 0.001; done
+  sleep 0.5
+  kill -INT $pid
+  wait $pid
+  expect_status 130 final.log "SIGINT during the final test decoding"
+  expect_in final.log "^interrupted during the final test decoding; the checkpoints are complete" \
+    "SIGINT during the test: the decoding ends and says so"
+  [[ -f final/checkpoint_2.safetensors && ! -e final/test.hyp ]] || fail "SIGINT during the test: checkpoint_2 and no test.hyp expected"
   ;;
 
 *) fail "unknown check '$check'" ;;

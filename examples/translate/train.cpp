@@ -21,7 +21,7 @@ int cmd_train(TrainOptions const& o, RunConfig cli_cfg) {
   if (root) {
     fs::create_directories(o.out);
     for (auto const& e : fs::directory_iterator(o.out))  // temporary files of an interrupted save
-      if (e.path().extension() == ".tmp") fs::remove(e.path());
+      if (e.path().extension() == ".tmp" || e.path().stem() == "spm.partial") fs::remove(e.path());
     if (o.resume || !o.resume_from.empty()) {
       fs::path path = o.resume_from;
       if (path.empty()) {
@@ -61,10 +61,14 @@ int cmd_train(TrainOptions const& o, RunConfig cli_cfg) {
                      spm.string());
       auto const t0 = Clock::now();
       auto const d = o.data;
+      // Trained under another name and renamed: an interrupted training (a second Ctrl-C) leaves no
+      // spm.model that a later run would take for a finished one.
       train_sentencepiece({(d / ("train." + cfg.src_lang)).string(), (d / ("train." + cfg.tgt_lang)).string()},
-                          (o.out / "spm").string(),
+                          (o.out / "spm.partial").string(),
                           {.vocab_size = o.vocab_size, .threads = std::max(1, omp_get_max_threads()),
                            .seed = static_cast<std::uint32_t>(cfg.seed)});
+      fs::rename(o.out / "spm.partial.vocab", o.out / "spm.vocab");
+      fs::rename(o.out / "spm.partial.model", spm);
       fmt::print("SentencePiece: joint unigram vocabulary of {} trained on the train split in {:.1f}s -> {}\n",
                  o.vocab_size, seconds_since(t0), spm.string());
     }

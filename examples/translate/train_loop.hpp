@@ -362,7 +362,12 @@ int train_run(TrainContext& tc) {
   }
   if (!root) return interrupted ? kExitInterrupted : 0;  // the test is rank 0's
   if (interrupted) {
-    fmt::print("interrupted: continue with `translate train --out {} --resume`\n", o.out.string());
+    if (last_good.empty())  // a new run stopped before its first update: there is nothing to resume
+      fmt::print("interrupted before the first update: nothing was saved (no checkpoint in {}); start again with the "
+                 "same command, without --resume\n",
+                 o.out.string());
+    else
+      fmt::print("interrupted: continue with `translate train --out {} --resume`\n", o.out.string());
     return kExitInterrupted;
   }
   if (!o.final_test) return 0;
@@ -373,7 +378,17 @@ int train_run(TrainContext& tc) {
     io::verify_checksum(file, true);
     io::load_parameters(file, model.parameters(), io::LoadOptions{.allow_extra = true});
   }
-  auto const sc = score(model, tc.vocab, tc.test, tc.test.src.size(), o.decode);
+  DecodeOptions test_decode = o.decode;
+  test_decode.stop = &g_signal;  // Ctrl-C ends the test decoding (the checkpoints are written)
+  Scores sc;
+  try {
+    sc = score(model, tc.vocab, tc.test, tc.test.src.size(), test_decode);
+  } catch (Interrupted const&) {
+    fmt::print("interrupted during the final test decoding; the checkpoints are complete: `translate evaluate --out "
+               "{}` tests the best one\n",
+               o.out.string());
+    return kExitInterrupted;
+  }
   write_lines(o.out / "test.hyp", sc.hyps);
   if (!sc.cut.empty()) fmt::print("test: {}\n", cut_report(sc.cut, source_limit(model), cfg.max_positions));
   fmt::print("\ntest ({} sentences, checkpoint of step {}, beam {}, length penalty {}; {}):\n  {}\n  {}\n",
