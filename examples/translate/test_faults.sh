@@ -14,7 +14,23 @@
 #            --data paths holding a space and a comma (SentencePiece gets them as fields).
 #   disk     (needs a tmpfs mount: root; skipped with a message elsewhere) a full disk: `prepare`
 #            and `translate --output` exit 1 naming the file and the reason, leave no partial or
-#            .tmp file, and an older output file stays as it was.
+#            .tmp file, and an older output file stays as it was; `train` stops with exit 1 naming
+#            the checkpoint and the reason, leaves no .tmp, and resumes once there is space to the
+#            same parameters and checkpoint_best as a run that never lacked it.
+#   corrupt  each damaged file of a run directory: a flipped checkpoint_best (--resume restores it
+#            from its numbered file, translate uses that one and says why), an empty or a directory
+#            as the latest checkpoint (--resume names the older one), a best whose numbered file is
+#            pruned (--resume says so, the final test says which model it tests), a changed or
+#            missing spm.model, a metrics.jsonl cut mid-line (resumes).
+#   lineage  a damaged latest checkpoint: --resume exits 1 naming the older one that verifies and
+#            --resume-from; resuming from it moves the abandoned newer checkpoint aside (kept, not
+#            deleted), pruning keeps the checkpoint resumed from, and a later plain --resume
+#            continues the resumed line, not the abandoned checkpoint.
+#   kill     kill -9 at random moments and right after a best checkpoint's numbered file appears,
+#            then resume (or start again when nothing was saved): the last checkpoint and
+#            checkpoint_best equal an uninterrupted run's, bit for bit. The state such a kill can
+#            leave, a best one step behind the numbered file, is also built on purpose: translate
+#            says so and uses the right checkpoint, --resume repairs it.
 #   signal   SIGINT before the first update: exit 130, "nothing was saved", no checkpoint, and the
 #            same command then runs; a second SIGINT stops at once (while SentencePiece trains) and
 #            the same command still runs; SIGINT during the final test decoding ends it (exit 130,
@@ -116,6 +132,191 @@ disk)
   expect_in out.log "cannot write 'full/out\.txt': No space left on device.*unchanged" "translate --output: path and reason"
   [[ $(cat full/out.txt) == "older output" ]] || fail "translate --output changed the older file"
   [[ ! -e full/out.txt.tmp ]] || fail "translate --output left full/out.txt.tmp"
+  # train: a 700 KiB disk holds two checkpoints of the tiny model (275 KiB each) but not a third
+  # being written; more space, then --resume ends where an uninterrupted run does.
+  train whole --max-steps 12 --checkpoint-every 2 --keep-last 2 > whole.log 2>&1
+  expect_status 0 whole.log "the uninterrupted run"
+  mkdir -p tfull && mount -t tmpfs -o size=700k tmpfs tfull || fail "cannot mount a second tmpfs"
+  trap 'umount "$work/full" "$work/tfull" 2>/dev/null' EXIT
+  train tfull/run --max-steps 12 --checkpoint-every 2 --keep-last 2 > tfull.log 2>&1
+  expect_status 1 tfull.log "training onto a full disk"
+  expect_in tfull.log "tfull/run/checkpoint_[0-9]+\.safetensors.*No space left on device" \
+    "train on a full disk: the file and the reason"
+  ! compgen -G "tfull/run/*.tmp" > /dev/null || { ls -la tfull/run; fail "train left a .tmp on the full disk"; }
+  mount -o remount,size=8m tfull || fail "cannot grow the tmpfs"
+  "$bin" --threads 2 train --data data --out tfull/run "${tiny[@]}" --max-steps 12 --checkpoint-every 2 \
+    --keep-last 2 --resume > tfull2.log 2>&1
+  expect_status 0 tfull2.log "--resume once there is space"
+  same_tensors whole/checkpoint_12.safetensors tfull/run/checkpoint_12.safetensors
+  same_tensors whole/checkpoint_best.safetensors tfull/run/checkpoint_best.safetensors
+  ;;
+
+corrupt)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  flip() {  # flip <file>: a byte of the tensor data inverted
+    local size byte
+    size=$(stat -c %s "$1")
+    byte=$(od -An -tu1 -j $((size - 5)) -N1 "$1" | tr -d ' ')
+    printf "$(printf '\\%03o' $((255 - byte)))" | dd of="$1" bs=1 seek=$((size - 5)) conv=notrunc status=none
+  }
+  resume() { "$bin" --threads 2 train --data data --out "$1" "${tiny[@]}" --resume "${@:2}"; }
+  train run --max-steps 4 --checkpoint-every 2 --keep-last 10 > run.log 2>&1
+  expect_status 0 run.log "training"
+  best=$(sed -n 's/.*| best [0-9.]* (step \([0-9]*\)).*/\1/p' run.log | tail -1)
+  cp -r run base
+  # A damaged checkpoint_best: translate uses the numbered best and says why; --resume restores it.
+  # (best is a hard link to its numbered file: a copy is damaged, as a file copied back from a
+  # backup or written where links are not supported could be.)
+  cp --remove-destination "run/checkpoint_${best}.safetensors" run/checkpoint_best.safetensors
+  flip run/checkpoint_best.safetensors
+  echo "eins zwei" | "$bin" --threads 2 translate --out run --beam 1 > /dev/null 2> best_translate.log
+  expect_status 0 best_translate.log "translate with a damaged checkpoint_best"
+  expect_in best_translate.log "checkpoint_best\.safetensors cannot be used: .*using run/checkpoint_${best}\.safetensors" \
+    "translate: the damaged best is named and the numbered best used"
+  resume run --max-steps 6 --checkpoint-every 2 > best_resume.log 2>&1
+  expect_status 0 best_resume.log "--resume with a damaged checkpoint_best"
+  expect_in best_resume.log "^--resume: checkpoint_best\.safetensors cannot be used: .*restored from run/checkpoint_${best}\.safetensors" \
+    "--resume: the damaged best is restored from its numbered file"
+  [[ -f run/abandoned/checkpoint_best.safetensors ]] || fail "the damaged best is not kept in abandoned/"
+  same_tensors base/checkpoint_best.safetensors run/checkpoint_best.safetensors
+  # An empty file and a directory as the latest checkpoint: --resume names the older one.
+  for kind in empty directory; do
+    rm -rf k && cp -r base k
+    if [[ $kind == empty ]]; then : > k/checkpoint_6.safetensors; else mkdir k/checkpoint_6.safetensors; fi
+    resume k --max-steps 8 > "$kind.log" 2>&1
+    expect_status 1 "$kind.log" "--resume with an $kind latest checkpoint"
+    expect_in "$kind.log" "latest checkpoint k/checkpoint_6\.safetensors cannot be used: " "$kind latest checkpoint: named"
+    expect_in "$kind.log" "older checkpoints: k/checkpoint_4\.safetensors \(step 4\), k/checkpoint_2\.safetensors \(step 2\)" \
+      "--resume with an $kind latest checkpoint: the older ones named"
+  done
+  # A stale best whose numbered file is pruned: said on resume; the final test says what it tests.
+  rm -rf p && mkdir p && cp base/spm.* base/metrics.jsonl base/checkpoint_4.safetensors p/
+  cp base/checkpoint_4.safetensors p/checkpoint_best.safetensors
+  with_test=()
+  for a in "${tiny[@]}"; do [[ $a == --no-test ]] || with_test+=("$a"); done
+  "$bin" --threads 2 train --data data --out p "${with_test[@]}" --resume --max-steps 5 --checkpoint-every 2 > pruned.log 2>&1
+  if (( best != 4 )); then
+    expect_status 0 pruned.log "--resume with a stale best whose numbered file is gone"
+    expect_in pruned.log "records the best at step ${best} .*the checkpoint of step ${best} is no longer on disk" \
+      "a best that cannot be restored is said"
+    expect_in pruned.log "^the best checkpoint \(step ${best}\) is not on disk: the test uses the last model \(step 5\)" \
+      "the final test says which model it tests"
+    expect_in pruned.log "^test \(16 sentences, checkpoint of step 5," "the test is labelled with the model tested"
+  fi
+  # The vocabulary: changed, missing.
+  rm -rf v && cp -r base v && printf 'x' >> v/spm.model
+  resume v --max-steps 6 > spm_changed.log 2>&1
+  expect_status 1 spm_changed.log "--resume with a changed spm.model"
+  expect_in spm_changed.log "'v/spm\.model' is not the vocabulary of the checkpoint being resumed" "a changed spm.model: named"
+  echo "eins" | "$bin" --threads 2 translate --out v > /dev/null 2> spm_translate.log
+  expect_status 1 spm_translate.log "translate with a changed spm.model"
+  expect_in spm_translate.log "'v/spm\.model' is not the vocabulary" "translate: a changed spm.model is named"
+  rm v/spm.model
+  resume v --max-steps 6 > spm_missing.log 2>&1
+  expect_status 1 spm_missing.log "--resume without spm.model"
+  expect_in spm_missing.log "'v/spm\.model' is missing" "a missing spm.model: named"
+  # metrics.jsonl cut in the middle of a line (a kill while it was written): the run resumes.
+  rm -rf m && cp -r base m && head -c -7 base/metrics.jsonl > m/metrics.jsonl
+  resume m --max-steps 6 > metrics.log 2>&1
+  expect_status 0 metrics.log "--resume with metrics.jsonl cut mid-line"
+  ;;
+
+lineage)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  train run --max-steps 6 --checkpoint-every 2 --keep-last 2 > train.log 2>&1
+  expect_status 0 train.log "training"
+  size=$(stat -c %s run/checkpoint_6.safetensors)
+  printf '\x01\x02' | dd of=run/checkpoint_6.safetensors bs=1 seek=$((size - 9)) conv=notrunc status=none
+  resume() { "$bin" --threads 2 train --data data --out run --log-every 1 --valid-bleu-sentences 4 --time-budget 0 \
+               --no-test "$@"; }
+  resume --resume --max-steps 8 > bad.log 2>&1
+  expect_status 1 bad.log "--resume with a damaged latest checkpoint"
+  expect_in bad.log "latest checkpoint run/checkpoint_6\.safetensors cannot be used: .*checksum" "the damage is named"
+  expect_in bad.log "older checkpoints: run/checkpoint_4\.safetensors \(step 4\); continue from one with \`translate train --out run --resume-from" \
+    "the older checkpoint that verifies and --resume-from are named"
+  resume --resume-from run/checkpoint_4.safetensors --max-steps 5 --checkpoint-every 1 --keep-last 1 > from4.log 2>&1
+  expect_status 0 from4.log "--resume-from the older checkpoint"
+  expect_in from4.log "checkpoint_6\.safetensors is newer than the checkpoint resumed: moved to run/abandoned/checkpoint_6\.safetensors" \
+    "the abandoned checkpoint is moved aside and said"
+  [[ -f run/checkpoint_4.safetensors ]] || fail "pruning (--keep-last 1) deleted the checkpoint the run resumed from"
+  [[ -f run/checkpoint_5.safetensors && -f run/abandoned/checkpoint_6.safetensors ]] || { ls -R run; fail "checkpoints 5 and abandoned/6 expected"; }
+  [[ ! -e run/checkpoint_6.safetensors ]] || fail "the abandoned checkpoint_6 is still where --resume looks"
+  resume --resume --max-steps 7 --checkpoint-every 1 --keep-last 1 > plain.log 2>&1
+  expect_status 0 plain.log "plain --resume after --resume-from"
+  expect_in plain.log "^resumed from run/checkpoint_5\.safetensors: step 5" "plain --resume continues the resumed line"
+  [[ -f run/checkpoint_7.safetensors && -f run/checkpoint_5.safetensors && ! -e run/checkpoint_4.safetensors ]] ||
+    { ls run; fail "--keep-last 1 after resuming from 5: expected checkpoint_5 (resumed from) and _7 only"; }
+  ;;
+
+kill)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  # A learning rate at which the validation BLEU improves a few times in 24 steps, the last best
+  # before the end: the checks cover best being replaced, and a final model that is not the best.
+  run=(--vocab-size 40 --norm pre --layers 1 --d-model 32 --ffn 64 --heads 2 --dropout 0.1 --max-tokens 300
+       --log-every 1 --valid-bleu-sentences 16 --time-budget 0 --no-test --lr 2e-2 --max-steps 24 --checkpoint-every 3)
+  start() { "$bin" --threads 2 train --data data --out "$1" "${run[@]}" "${@:2}"; }
+  start_bg() { exec "$bin" --threads 2 train --data data --out "$1" "${run[@]}" "${@:2}"; }  # $! is the program
+  t0=$(date +%s%N)
+  start whole --keep-last 100 > whole.log 2>&1
+  expect_status 0 whole.log "the uninterrupted run"
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  mapfile -t bests < <(sed -n 's/^valid step \([0-9]*\):.*saved checkpoint_[0-9]*\.safetensors (best)$/\1/p' whole.log)
+  (( ${#bests[@]} >= 3 )) || { cat whole.log; fail "expected at least 3 best checkpoints in 24 steps, got ${bests[*]}"; }
+  [[ ${bests[-1]} != 24 ]] || fail "the last step is the best: the check would not cover a final model that is not"
+  echo "uninterrupted: ${ms} ms; best checkpoints at steps ${bests[*]}"
+
+  # Runs to the end: --resume while a checkpoint exists, else the same command again.
+  finish() {
+    local k
+    for k in 1 2 3; do
+      if compgen -G "$1/checkpoint_[0-9]*.safetensors" > /dev/null; then
+        start "$1" --keep-last 2 --resume > "$1.resume$k.log" 2>&1
+      else
+        start "$1" --keep-last 2 > "$1.resume$k.log" 2>&1
+      fi
+      expect_status 0 "$1.resume$k.log" "$1: run to the end after the kill"
+      [[ -f $1/checkpoint_24.safetensors ]] && return
+    done
+    fail "$1: no checkpoint_24 after three resumes"
+  }
+  same_as_whole() {
+    same_tensors whole/checkpoint_24.safetensors "$1/checkpoint_24.safetensors"
+    same_tensors whole/checkpoint_best.safetensors "$1/checkpoint_best.safetensors"
+  }
+  # kill -9 the moment the last best checkpoint's numbered file appears (before or while best is
+  # published): no later best would overwrite a stale one.
+  start_bg between --keep-last 2 > between.log 2>&1 &
+  pid=$!
+  for _ in $(seq 20000); do [[ -e between/checkpoint_${bests[-1]}.safetensors ]] && break; sleep 0.001; done
+  kill -KILL $pid; wait $pid 2>/dev/null
+  finish between
+  same_as_whole between
+  # kill -9 at random moments of the run.
+  RANDOM=$$
+  for k in 1 2 3 4; do
+    start_bg "random$k" --keep-last 2 > "random$k.log" 2>&1 &
+    pid=$!
+    at=$(awk -v ms="$ms" -v r=$RANDOM 'BEGIN { printf "%.3f", (0.1 + 0.8 * r / 32768) * ms / 1000 }')
+    sleep "$at"
+    kill -KILL $pid; wait $pid 2>/dev/null
+    echo "random$k: killed after ${at} s, leaving:" $(cd "random$k" 2>/dev/null && ls)
+    finish "random$k"
+    same_as_whole "random$k"
+  done
+  # What a kill between the two files leaves, on purpose: the numbered checkpoint of the newest
+  # best, with checkpoint_best still the one before.
+  mkdir stale && cp whole/spm.* whole/metrics.jsonl stale/
+  cp "whole/checkpoint_${bests[-1]}.safetensors" stale/
+  cp "whole/checkpoint_${bests[-2]}.safetensors" stale/checkpoint_best.safetensors
+  "$bin" --threads 2 translate --out stale --beam 1 < raw/test.de > stale.hyp 2> stale_translate.log
+  expect_status 0 stale_translate.log "translate with a stale checkpoint_best"
+  expect_in stale_translate.log "checkpoint_best\.safetensors holds step ${bests[-2]} .* records the best at step ${bests[-1]}.*using stale/checkpoint_${bests[-1]}\.safetensors" \
+    "translate: the stale best is said and not used"
+  start stale --keep-last 2 --resume > stale.log 2>&1
+  expect_status 0 stale.log "--resume with a stale checkpoint_best"
+  expect_in stale.log "^--resume: checkpoint_best\.safetensors holds step ${bests[-2]} .*restored from stale/checkpoint_${bests[-1]}\.safetensors" \
+    "--resume: the stale best is repaired and said"
+  same_as_whole stale
   ;;
 
 signal)

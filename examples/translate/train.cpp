@@ -1,6 +1,7 @@
 // translate train: settles the run (new or resumed), the vocabulary and the data on every rank, then
 // runs the training loop of the configured policy and optimizer (train_loop.hpp).
 
+#include "resume.hpp"
 #include "train_loop.hpp"
 
 #include <lnformer/io/checksum.hpp>
@@ -16,6 +17,8 @@ int cmd_train(TrainOptions const& o, RunConfig cli_cfg) {
   // Rank 0 owns --out: it finds the checkpoint to resume, settles the configuration and trains the
   // vocabulary; the other ranks receive the results (no shared file system is needed for --out).
   std::string resume_path;
+  std::vector<std::string> resume_log;  // what the resume changed in --out (moved, repaired), said and logged
+  bool best_on_disk = true;             // checkpoint_best is the resumed line's best (or none is needed yet)
   RunConfig cfg = cli_cfg;
   fs::path const spm = o.out / "spm.model";
   if (root) {
@@ -23,17 +26,18 @@ int cmd_train(TrainOptions const& o, RunConfig cli_cfg) {
     for (auto const& e : fs::directory_iterator(o.out))  // temporary files of an interrupted save
       if (e.path().extension() == ".tmp" || e.path().stem() == "spm.partial") fs::remove(e.path());
     if (o.resume || !o.resume_from.empty()) {
-      fs::path path = o.resume_from;
-      if (path.empty()) {
-        auto const all = numbered_checkpoints(o.out);
-        LNF_EXPECTS_AS(IoError, !all.empty(), "--resume: no checkpoint_<step>.safetensors in '{}'", o.out.string());
-        path = all.rbegin()->second;
-      }
-      auto const file = io::SafetensorsFile::open(path.string());
-      io::verify_checksum(file, /*required=*/true);
-      cfg = config_of(file.metadata(), file.source());
-      resume_path = file.source();
-      fmt::print("--resume: the configuration of {} is used (model, optimizer, schedule, data, seed)\n", path.string());
+      CheckpointInfo const from = o.resume_from.empty() ? latest_checkpoint(o.out) : checkpoint_info(o.resume_from);
+      resume_path = from.path.string();
+      cfg = config_of(from.meta, resume_path);
+      fmt::print("--resume: the configuration of {} is used (model, optimizer, schedule, data, seed)\n", resume_path);
+      // The line being continued ends at `from`: newer checkpoints (an abandoned continuation's)
+      // must neither be picked by a later --resume nor count for --keep-last. They are kept, aside.
+      for (auto const& [step, path] : numbered_checkpoints(o.out))
+        if (step > from.step)
+          resume_log.push_back(fmt::format("{} is newer than the checkpoint resumed: moved to {}", path.string(),
+                                           move_aside(o.out, path).string()));
+      best_on_disk = settle_best(o.out, from, resume_log);
+      for (auto const& l : resume_log) fmt::print("--resume: {}\n", l);
     } else {
       LNF_EXPECTS_AS(IoError, numbered_checkpoints(o.out).empty(),
                      "'{}' already holds checkpoints: continue with --resume, or choose another --out", o.out.string());
@@ -109,7 +113,7 @@ int cmd_train(TrainOptions const& o, RunConfig cli_cfg) {
   encode(test, vocab);
   fmt::print("encoded with {} pieces in {:.1f}s\n", vocab.size(), seconds_since(t_enc));
 
-  TrainContext tc{o, cfg, t_start, vocab, train, valid, test, resume_path};
+  TrainContext tc{o, cfg, t_start, vocab, train, valid, test, resume_path, resume_log, best_on_disk};
   return dispatch(
       NormPolicies{}, cfg.norm,
       [&](auto ntag) {
