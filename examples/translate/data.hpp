@@ -1,6 +1,7 @@
 #pragma once
 // The corpus splits of a run: read, encoded with the vocabulary, batched by tokens.
 
+#include "debian_corpus.hpp"
 #include "run_config.hpp"
 
 #include <lnformer/data/parallel_corpus.hpp>
@@ -38,6 +39,19 @@ inline Split read_split(fs::path const& dir, std::string const& name, RunConfig 
   s.src = std::move(corpus.src);
   s.tgt = std::move(corpus.tgt);
   return s;
+}
+
+/// SHA-256 over the names and contents of the given splits' files in `dir`: a checkpoint records
+/// that of all three, so that --resume notices other data behind the same (or another) path.
+inline std::string data_fingerprint(fs::path const& dir, RunConfig const& c,
+                                    std::vector<std::string> const& splits = {"train", "valid", "test"}) {
+  Sha256 h;
+  for (auto const& split : splits)
+    for (auto const& lang : {c.src_lang, c.tgt_lang}) {
+      auto const name = fmt::format("{}.{}", split, lang);
+      h.update(name).update(translate::detail::file_sha256(dir / name));
+    }
+  return h.hex();
 }
 
 inline void encode(Split& s, SentencePieceVocab const& vocab) {

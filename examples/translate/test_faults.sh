@@ -21,11 +21,15 @@
 #            from its numbered file, translate uses that one and says why), an empty or a directory
 #            as the latest checkpoint (--resume names the older one), a best whose numbered file is
 #            pruned (--resume says so, the final test says which model it tests), a changed or
-#            missing spm.model, a metrics.jsonl cut mid-line (resumes).
+#            missing spm.model, a damaged spm.json, a metrics.jsonl cut mid-line (resumes).
 #   lineage  a damaged latest checkpoint: --resume exits 1 naming the older one that verifies and
 #            --resume-from; resuming from it moves the abandoned newer checkpoint aside (kept, not
 #            deleted), pruning keeps the checkpoint resumed from, and a later plain --resume
 #            continues the resumed line, not the abandoned checkpoint.
+#   settings nothing given is ignored on resume: --lr applies as a logged override (also after a
+#            divergence) and is saved; --d-model is refused; other data under --data is refused, the
+#            same data elsewhere accepted, no --data reads the checkpoint's; a new run refuses an
+#            earlier spm.model of another --vocab-size or train split, and says when it reuses one.
 #   kill     kill -9 at random moments and right after a best checkpoint's numbered file appears,
 #            then resume (or start again when nothing was saved): the last checkpoint and
 #            checkpoint_best equal an uninterrupted run's, bit for bit. The state such a kill can
@@ -203,7 +207,7 @@ corrupt)
       "the final test says which model it tests"
     expect_in pruned.log "^test \(16 sentences, checkpoint of step 5," "the test is labelled with the model tested"
   fi
-  # The vocabulary: changed, missing.
+  # The vocabulary: changed, missing; a damaged spm.json on a new run.
   rm -rf v && cp -r base v && printf 'x' >> v/spm.model
   resume v --max-steps 6 > spm_changed.log 2>&1
   expect_status 1 spm_changed.log "--resume with a changed spm.model"
@@ -215,6 +219,10 @@ corrupt)
   resume v --max-steps 6 > spm_missing.log 2>&1
   expect_status 1 spm_missing.log "--resume without spm.model"
   expect_in spm_missing.log "'v/spm\.model' is missing" "a missing spm.model: named"
+  mkdir j && cp base/spm.model base/spm.vocab j/ && echo '{"train_sha' > j/spm.json
+  train j --max-steps 1 > spm_json.log 2>&1
+  expect_status 1 spm_json.log "a new run with a damaged spm.json"
+  expect_in spm_json.log "'j/spm\.json' is not valid" "a damaged spm.json: named"
   # metrics.jsonl cut in the middle of a line (a kill while it was written): the run resumes.
   rm -rf m && cp -r base m && head -c -7 base/metrics.jsonl > m/metrics.jsonl
   resume m --max-steps 6 > metrics.log 2>&1
@@ -246,6 +254,63 @@ lineage)
   expect_in plain.log "^resumed from run/checkpoint_5\.safetensors: step 5" "plain --resume continues the resumed line"
   [[ -f run/checkpoint_7.safetensors && -f run/checkpoint_5.safetensors && ! -e run/checkpoint_4.safetensors ]] ||
     { ls run; fail "--keep-last 1 after resuming from 5: expected checkpoint_5 (resumed from) and _7 only"; }
+  ;;
+
+settings)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  resume() { "$bin" --threads 2 train --out run --log-every 1 --valid-bleu-sentences 4 --time-budget 0 --no-test \
+               --resume "$@"; }
+  # --lr after a divergence: the override is said, applied, recorded, and saved in the checkpoint.
+  # (Up first: --lr 1e30 from step 2 on overflows at step 4, before its checkpoint; checkpoint_2 is
+  # the last good one, written before any update at 1e30.)
+  train run --max-steps 2 --checkpoint-every 2 --clip-norm 0 > first.log 2>&1
+  expect_status 0 first.log "the first 2 steps"
+  resume --lr 1e30 --max-steps 6 --checkpoint-every 2 > diverge.log 2>&1
+  expect_status 3 diverge.log "--resume --lr 1e30: a diverging run"
+  expect_in diverge.log "^--resume: --lr 1e\+30 overrides the checkpoint's 0.001 from step 2 on" "the override up is said"
+  expect_in diverge.log "diverged at step 4 \(learning rate 1e\+30\)" "the override applies: divergence at step 4"
+  resume --lr 1e-4 --max-steps 3 > lr.log 2>&1
+  expect_status 0 lr.log "--resume --lr 1e-4 after the divergence"
+  expect_in lr.log "^--resume: --lr 0.0001 overrides the checkpoint's 0.001 from step 2 on" "the override is said"
+  expect_in lr.log "schedule constant \(lr 0.0001," "the override applies"
+  "$python" - run <<'PY' || fail "the override is not recorded"
+import json, struct, sys
+d = open(sys.argv[1] + "/checkpoint_3.safetensors", "rb").read()
+meta = json.loads(d[8:8 + struct.unpack("<Q", d[:8])[0]])["__metadata__"]
+assert abs(json.loads(meta["translate/config"])["lr"] - 1e-4) < 1e-10, meta["translate/config"]
+ev = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl") if '"resume"' in l]
+assert any("--lr 0.0001 overrides" in c for c in ev[-1]["changes"]), ev
+PY
+  # Options the checkpoint fixes are refused, not ignored; the same values are fine.
+  resume --d-model 64 --max-steps 4 > dmodel.log 2>&1
+  expect_status 1 dmodel.log "--resume --d-model 64"
+  expect_in dmodel.log "these options differ from it: --d-model 64 \(the checkpoint's: 32\)" "--d-model on resume: refused, named"
+  resume --d-model 32 --vocab-size 40 --max-steps 4 > same.log 2>&1
+  expect_status 0 same.log "--resume with the checkpoint's own --d-model and --vocab-size"
+  # --data: without it the checkpoint's is read (the default data/de-en does not exist here); the
+  # same files elsewhere are fine; other files are refused.
+  expect_in same.log "^--resume: data from data \(the checkpoint's" "no --data: the checkpoint's"
+  cp -r data moved
+  resume --data moved --max-steps 5 > moved.log 2>&1
+  expect_status 0 moved.log "--resume --data <the same files elsewhere>"
+  expect_in moved.log "'moved' holds the same files as 'data'" "the same data elsewhere: said"
+  cp -r data other && sed -i 's/eins/zwei/' other/train.de
+  resume --data other --max-steps 6 > other.log 2>&1
+  expect_status 1 other.log "--resume --data <other files>"
+  expect_in other.log "the corpus in 'other' is not the one the checkpoint was trained on \\('moved'" \
+    "other data: refused, both named"
+  # A new run in an --out with an earlier spm.model (an earlier start stopped before its first checkpoint).
+  mkdir fresh && cp run/spm.model run/spm.vocab run/spm.json fresh/
+  "$bin" --threads 2 train --data data --out fresh "${tiny[@]/40/48}" --max-steps 1 > vocab.log 2>&1
+  expect_status 1 vocab.log "a new run with --vocab-size 48 and an spm.model of 40"
+  expect_in vocab.log "fresh/spm\.model' \(from an earlier start in 'fresh'\) has 40 pieces but --vocab-size is 48" \
+    "another --vocab-size: refused, both sizes named"
+  "$bin" --threads 2 train --data other --out fresh "${tiny[@]}" --max-steps 1 > split.log 2>&1
+  expect_status 1 split.log "a new run on another train split with an earlier spm.model"
+  expect_in split.log "was trained on another train split \(data\)" "another train split: refused"
+  train fresh --max-steps 1 > reuse.log 2>&1
+  expect_status 0 reuse.log "a new run reusing the earlier spm.model"
+  expect_in reuse.log "^SentencePiece: reusing fresh/spm\.model \(40 pieces, trained on this train split\)" "the reuse is said"
   ;;
 
 kill)
