@@ -10,6 +10,8 @@ check=${3:?check}
 python=${PYTHON:-/usr/bin/python3}
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# A full-disk check killed by ctest's timeout leaves its tmpfs mounted inside $work.
+for m in $(awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/mounts 2>/dev/null); do umount "$m"; done
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || fail "cannot use $work"
 
 # --- the corpus: n pairs of 1-6 number words, deterministic ---------------------------------------
