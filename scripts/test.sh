@@ -8,7 +8,8 @@
 #      machines) and with LNF_SCALAR_PHILOX=1 (on AVX2 machines): paths the CPU would not take itself
 #   4. build-asan/  Debug -O1 with LNF_SANITIZE=address,undefined, tests only
 #   5. ctest in build-asan/
-#   6. build-fuzz/  clang + libFuzzer + ASan/UBSan: fuzz the safetensors reader for 60 s
+#   6. build-fuzz/  clang + libFuzzer + ASan/UBSan: fuzz for 60 s in all, split between the safetensors
+#                   reader and the corpus reader + SentencePiece + batching (scripts/fuzz.sh)
 #
 # Every stage runs even when an earlier independent one failed (a failing test does not hide a
 # sanitizer report), the builds keep going past a broken target (ninja -k 0), and the script exits
@@ -21,7 +22,7 @@
 #   LNF_TEST_CTEST_JOBS=N  tests run at once (default 2; each test uses OMP_NUM_THREADS=2)
 #   LNF_TEST_REGEX=re    run only the tests matching re (ctest -R), in both builds
 #   LNF_TEST_FUZZ=0      skip the fuzzing stage (6)
-#   LNF_FUZZ_SECONDS=N   how long the fuzzer runs (default 60)
+#   LNF_FUZZ_SECONDS=N   how long the fuzzing stage runs, all targets together (default 60)
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -137,12 +138,11 @@ else
   skip "sanitizers" "LNF_TEST_ASAN=0"
 fi
 
-# --- fuzzing: the safetensors reader against hostile files ----------------------------------------
+# --- fuzzing: the safetensors reader and the corpus path against hostile files ------------------
 if [[ "${LNF_TEST_FUZZ:-1}" != 0 ]]; then
-  stage "fuzz safetensors" env FUZZ_SECONDS="${LNF_FUZZ_SECONDS:-60}" FUZZ_BUILD_DIR="$PWD/build-fuzz" \
-    bash scripts/fuzz.sh
+  stage "fuzz" env FUZZ_SECONDS="${LNF_FUZZ_SECONDS:-60}" FUZZ_BUILD_DIR="$PWD/build-fuzz" bash scripts/fuzz.sh
 else
-  skip "fuzz safetensors" "LNF_TEST_FUZZ=0"
+  skip "fuzz" "LNF_TEST_FUZZ=0"
 fi
 
 exit "$failed"

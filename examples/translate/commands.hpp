@@ -5,6 +5,8 @@
 #include "debian_corpus.hpp"
 #include "evaluation.hpp"
 
+#include <set>
+
 namespace translate {
 
 struct TrainOptions {
@@ -26,6 +28,7 @@ struct TrainOptions {
   int examples = 5;
   bool final_test = true;
   DecodeOptions decode;  // the final test decoding
+  std::set<std::string> given;  // the options on the command line ("--lr"): what --resume must honour
 };
 
 

@@ -1,6 +1,7 @@
 #pragma once
 // The corpus splits of a run: read, encoded with the vocabulary, batched by tokens.
 
+#include "debian_corpus.hpp"
 #include "run_config.hpp"
 
 #include <lnformer/data/parallel_corpus.hpp>
@@ -15,6 +16,16 @@ struct Split {
   std::vector<Ids> src_ids, tgt_ids;
 };
 
+/// What reading a split kept and skipped, for the user: "<name>: L lines, K pairs kept; skipped ...".
+inline std::string corpus_summary(std::string const& name, CorpusStats const& st) {
+  std::string s = fmt::format("{}: {} lines, {} pairs kept; skipped {} with an empty side, {} longer than 1024 "
+                              "bytes",
+                              name, st.lines, st.kept, st.empty, st.too_long);
+  if (st.nul > 0) s += fmt::format(", {} with a NUL byte (binary data or UTF-16 text?)", st.nul);
+  if (st.bom > 0) s += fmt::format("; removed a UTF-8 byte-order mark at the start of {} file(s)", st.bom);
+  return s;
+}
+
 inline Split read_split(fs::path const& dir, std::string const& name, RunConfig const& c) {
   auto const sp = dir / fmt::format("{}.{}", name, c.src_lang), tp = dir / fmt::format("{}.{}", name, c.tgt_lang);
   LNF_EXPECTS_AS(IoError, fs::exists(sp) && fs::exists(tp),
@@ -22,14 +33,25 @@ inline Split read_split(fs::path const& dir, std::string const& name, RunConfig 
                  dir.string(), sp.filename().string(), tp.filename().string(), dir.string());
   auto corpus = read_parallel_corpus(sp.string(), tp.string());
   auto const& st = corpus.stats;
-  if (st.empty + st.too_long > 0)
-    fmt::print("{}: {} lines, {} pairs kept; skipped {} with an empty side and {} longer than 1024 bytes\n", name,
-               st.lines, st.kept, st.empty, st.too_long);
+  if (st.empty + st.too_long + st.nul + st.bom > 0) fmt::print("{}\n", corpus_summary(name, st));
   Split s;
   s.name = name;
   s.src = std::move(corpus.src);
   s.tgt = std::move(corpus.tgt);
   return s;
+}
+
+/// SHA-256 over the names and contents of the given splits' files in `dir`: a checkpoint records
+/// that of all three, so that --resume notices other data behind the same (or another) path.
+inline std::string data_fingerprint(fs::path const& dir, RunConfig const& c,
+                                    std::vector<std::string> const& splits = {"train", "valid", "test"}) {
+  Sha256 h;
+  for (auto const& split : splits)
+    for (auto const& lang : {c.src_lang, c.tgt_lang}) {
+      auto const name = fmt::format("{}.{}", split, lang);
+      h.update(name).update(translate::detail::file_sha256(dir / name));
+    }
+  return h.hex();
 }
 
 inline void encode(Split& s, SentencePieceVocab const& vocab) {

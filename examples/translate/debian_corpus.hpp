@@ -13,7 +13,9 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -176,8 +178,12 @@ inline nlohmann::json prepare_debian_corpus(PrepareOptions const& o, std::FILE* 
   {
     std::ofstream f(tmp, std::ios::trunc);
     f << m.dump(1) << '\n';
-    f.flush();
-    LNF_EXPECTS_AS(IoError, f.good(), "error writing {}", tmp.string());
+    f.close();
+    if (f.fail()) {  // a full disk: no partial manifest, no .tmp left behind
+      int const err = errno;
+      fs::remove(tmp);
+      throw IoError(fmt::format("error writing {}: {}", manifest.string(), std::strerror(err)));
+    }
   }
   fs::rename(tmp, manifest);
   return m;

@@ -11,6 +11,7 @@
 #include <lnformer/metrics/chrf.hpp>
 
 #include <memory>
+#include <stdexcept>
 
 namespace translate {
 
@@ -20,19 +21,48 @@ struct DecodeOptions {
   double max_len_a = 1.2;
   std::int64_t max_len_b = 10;
   std::int64_t batch_tokens = 2048;  ///< source tokens x beam per decoding batch (sentences sorted by length)
+  std::atomic<int> const* stop = nullptr;  ///< when set and non-zero between batches: throw Interrupted
 };
 
-/// Translations of `src` (token ids), in input order. Empty sources give empty outputs.
+/// Decoding stopped by DecodeOptions::stop (a signal during the final test).
+struct Interrupted : std::runtime_error {
+  Interrupted() : std::runtime_error("interrupted") {}
+};
+
+/// The longest source the model reads: its positions less BOS/EOS. Longer sources are cut to it.
 template <class Norm>
-std::vector<Ids> decode_all(Seq2Seq<Norm, Cpu>& model, std::vector<Ids> const& src, DecodeOptions const& o) {
+std::size_t source_limit(Seq2Seq<Norm, Cpu> const& model) {
+  return static_cast<std::size_t>(std::max<std::int64_t>(1, model.config().max_positions - 2));
+}
+
+/// "N source(s) longer than the model's limit of L tokens were cut to L (lines a, b, ...)", for the
+/// user: decoding never cuts silently.
+inline std::string cut_report(std::vector<std::size_t> const& cut, std::size_t limit, std::int64_t max_positions) {
+  std::string lines;
+  for (std::size_t i = 0; i < cut.size() && i < 10; ++i) lines += fmt::format("{}{}", i ? ", " : "", cut[i] + 1);
+  if (cut.size() > 10) lines += ", ...";
+  return fmt::format("{} source sentence(s) longer than the model's limit of {} tokens ({} positions less BOS and "
+                     "EOS) were cut to their first {} tokens (line(s) {})",
+                     cut.size(), limit, max_positions, limit, lines);
+}
+
+/// Translations of `src` (token ids), in input order. Empty sources give empty outputs; a source
+/// longer than source_limit(model) is cut to it and its index appended to `cut` (when given).
+template <class Norm>
+std::vector<Ids> decode_all(Seq2Seq<Norm, Cpu>& model, std::vector<Ids> const& src, DecodeOptions const& o,
+                            std::vector<std::size_t>* cut = nullptr) {
   std::vector<Ids> out(src.size());
+  auto const cap = source_limit(model);
+  if (cut != nullptr)
+    for (std::size_t i = 0; i < src.size(); ++i)
+      if (src[i].size() > cap) cut->push_back(i);
   std::vector<std::size_t> order;
   for (std::size_t i = 0; i < src.size(); ++i)
     if (!src[i].empty()) order.push_back(i);
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return src[a].size() < src[b].size(); });
   BeamOptions const bo{.beam = o.beam, .length_penalty = o.lenpen, .max_len_a = o.max_len_a, .max_len_b = o.max_len_b};
-  auto const cap = static_cast<std::size_t>(std::max<std::int64_t>(1, model.config().max_positions - 2));
   for (std::size_t b = 0; b < order.size();) {
+    if (o.stop != nullptr && o.stop->load() != 0) throw Interrupted();
     std::size_t e = b;
     std::vector<Ids> chunk;
     while (e < order.size()) {
@@ -54,6 +84,7 @@ struct Scores {
   BleuScore bleu;
   ChrfScore chrf;
   std::vector<std::string> hyps;
+  std::vector<std::size_t> cut;  ///< sources cut to the model's limit (decode_all)
   double seconds = 0;
 };
 
@@ -63,8 +94,8 @@ Scores score(Seq2Seq<Norm, Cpu>& model, SentencePieceVocab const& vocab, Split c
   auto const t0 = Clock::now();
   std::size_t const n = std::min(limit, s.src_ids.size());
   std::vector<Ids> const src(s.src_ids.begin(), s.src_ids.begin() + static_cast<std::ptrdiff_t>(n));
-  auto const ids = decode_all(model, src, o);
   Scores r;
+  auto const ids = decode_all(model, src, o, &r.cut);
   for (auto const& h : ids) r.hyps.push_back(vocab.decode(h));
   std::vector<std::string> const refs(s.tgt.begin(), s.tgt.begin() + static_cast<std::ptrdiff_t>(n));
   r.bleu = corpus_bleu(r.hyps, refs);

@@ -11,16 +11,21 @@
 //
 // Exit status: 0 done; 1 bad options, data or checkpoint (a clear message); 3 training diverged (the
 // message gives the step, learning rate and last finite loss; the last good checkpoint is intact);
-// 130 interrupted (SIGINT/SIGTERM: a checkpoint is written first, `--resume` continues).
+// 130 interrupted (SIGINT/SIGTERM: a checkpoint is written first, `--resume` continues; before the
+// first update of a new run nothing is saved, and the message says so; a second signal stops at once).
 //
-// Files in --out: spm.model/.vocab (joint vocabulary, trained on the train split when missing),
-// checkpoint_<step>.safetensors (the last --keep-last), checkpoint_best.safetensors (best validation
-// BLEU), metrics.jsonl (one JSON object per line: train/valid/test/diverged/resume events),
-// test.hyp (the test translations). A checkpoint holds the parameters, the optimizer state with its
+// Files in --out: spm.model/.vocab (joint vocabulary, trained on the train split when missing; a new
+// run reuses one only for the same --vocab-size and train split, which spm.json records),
+// checkpoint_<step>.safetensors (the last --keep-last of the current line, and the one resumed from),
+// checkpoint_best.safetensors (best validation BLEU: a link to its numbered file, checked on resume),
+// abandoned/ (what a resume set aside: newer checkpoints of an abandoned continuation, a stale best),
+// metrics.jsonl (one JSON object per line: train/valid/test/diverged/resume events), test.hyp (the
+// test translations). A checkpoint holds the parameters, the optimizer state with its
 // update count (the schedule step; dropout masks are a function of seed and step), the data position
 // (epoch and index of the next batch in that epoch's shuffled order; the order is a function of the
 // seed and the epoch), the best BLEU so far, the run configuration as JSON (translate/config: the
-// norm name picks the model type when translate/evaluate rebuild it), the SHA-256 of spm.model, and a
+// norm name picks the model type when translate/evaluate rebuild it; the data directory and the
+// SHA-256 of its split files, which --resume checks), the SHA-256 of spm.model, and a
 // SHA-256 of all tensors and metadata that is verified on load.
 //
 // Data-parallel training: `mpirun -np N translate train ...` (built with MPI: libopenmpi-dev). Every
@@ -52,6 +57,8 @@
 #include <CLI/CLI.hpp>
 #include <omp.h>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <optional>
@@ -60,7 +67,16 @@ using namespace translate;
 
 namespace {
 
-extern "C" void on_signal(int sig) { g_signal.store(sig); }
+// The first SIGINT/SIGTERM asks the training loop to checkpoint and stop (or ends the final test
+// decoding); a second one stops the process at once, whatever it is doing (every file it writes is
+// renamed into place whole, so nothing is left half-written). Only async-signal-safe calls here.
+extern "C" void on_signal(int sig) {
+  if (g_signal.exchange(sig) == 0) return;
+  static constexpr char msg[] = "\ntranslate: second interrupt: stopping now\n";
+  [[maybe_unused]] auto const n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
 
 void add_decode_options(CLI::App* app, DecodeOptions& d) {
   app->add_option("--beam", d.beam, "beam size (1: greedy)")->check(CLI::Range(1, 64))->capture_default_str();
@@ -130,7 +146,8 @@ int main(int argc, char** argv) {
   std::string data = to.data.string(), out = to.out.string();
   int layers = 0;
   auto* t = app.add_subcommand("train", "train a model (SentencePiece vocabulary first when --out has none)");
-  t->add_option("--data", data, "corpus directory (translate prepare)")->capture_default_str();
+  t->add_option("--data", data, "corpus directory (translate prepare; on --resume the checkpoint's by default)")
+      ->capture_default_str();
   t->add_option("--out", out, "run directory: spm.model, checkpoints, metrics.jsonl")->capture_default_str();
   t->add_option("--src-lang", rc.src_lang, "source file suffix")->capture_default_str();
   t->add_option("--tgt-lang", rc.tgt_lang, "target file suffix")->capture_default_str();
@@ -184,8 +201,11 @@ int main(int argc, char** argv) {
   t->add_option("--log-every", to.log_every, "steps between progress lines")->check(CLI::PositiveNumber)->capture_default_str();
   t->add_option("--valid-bleu-sentences", to.valid_bleu_sentences, "validation sentences decoded for BLEU")->capture_default_str();
   t->add_option("--valid-beam", to.valid_beam, "beam for the validation BLEU (1: greedy)")->check(CLI::Range(1, 64))->capture_default_str();
-  t->add_flag("--resume", to.resume, "continue from the latest checkpoint in --out (its configuration is used)");
-  t->add_option("--resume-from", to.resume_from, "continue from this checkpoint");
+  t->add_flag("--resume", to.resume,
+              "continue from the latest checkpoint in --out with its configuration and data; --lr, --schedule, "
+              "--warmup and --schedule-steps override it from there on (logged), other options must match it");
+  t->add_option("--resume-from", to.resume_from,
+                "continue from this checkpoint (as --resume; newer checkpoints in --out move to --out/abandoned)");
   t->add_option("--examples", to.examples, "example translations printed at the end")->capture_default_str();
   t->add_flag("!--no-test", to.final_test, "skip the final test decoding");
   add_decode_options(t, to.decode);
@@ -225,7 +245,13 @@ int main(int argc, char** argv) {
   av->add_option("--out", out_a, "run directory for --last")->capture_default_str();
   av->add_option("--output", output_a, "the averaged checkpoint to write")->required();
 
-  CLI11_PARSE(app, argc, argv);
+  // CLI11_PARSE would exit with CLI11's own codes (105 validation, 106 required, 109 extras, 114
+  // arguments...); the documented status of every option error is 1. Help is not an error (0).
+  try {
+    app.parse(argc, argv);
+  } catch (CLI::ParseError const& e) {
+    return app.exit(e) == 0 ? 0 : kExitError;
+  }
   int const ranks = g_comm->size();
   try {
     if (threads > 0) omp_set_num_threads(threads);
@@ -237,6 +263,8 @@ int main(int argc, char** argv) {
       to.data = data;
       to.out = out;
       if (layers > 0) rc.enc_layers = rc.dec_layers = layers;
+      for (auto const* opt : t->get_options())
+        if (opt->count() > 0) to.given.insert(opt->get_name());
       std::signal(SIGINT, on_signal);
       std::signal(SIGTERM, on_signal);
       return cmd_train(to, rc);

@@ -20,10 +20,10 @@ int cmd_prepare(PrepareCli p) {
       LNF_EXPECTS_AS(ValueError, !c.src.empty(), "{} split ({}, {}): no usable pair", name, user[2 * k], user[2 * k + 1]);
       write_lines(fs::path(p.data) / (name + "." + p.src_lang), c.src);
       write_lines(fs::path(p.data) / (name + "." + p.tgt_lang), c.tgt);
-      fmt::print("{}: {} lines, {} pairs kept, {} skipped with an empty side, {} longer than 1024 bytes\n", name,
-                 c.stats.lines, c.stats.kept, c.stats.empty, c.stats.too_long);
+      fmt::print("{}\n", corpus_summary(name, c.stats));
       m["splits"][name] = {{"source", user[2 * k]}, {"target", user[2 * k + 1]}, {"lines", c.stats.lines},
-                           {"pairs", c.stats.kept}, {"empty", c.stats.empty}, {"too_long", c.stats.too_long}};
+                           {"pairs", c.stats.kept}, {"empty", c.stats.empty}, {"too_long", c.stats.too_long},
+                           {"nul", c.stats.nul}, {"bom", c.stats.bom}};
     }
     write_lines(fs::path(p.data) / "manifest.json", {m.dump(1)});
     fmt::print("wrote {}\n", p.data);

@@ -41,12 +41,14 @@ struct RunConfig {
   std::string src_lang = "de";
   std::string tgt_lang = "en";
   std::string spm_sha256;
+  std::string data;         ///< the corpus directory trained on (--resume's default --data)
+  std::string data_sha256;  ///< of its six split files (data_fingerprint): --resume checks it
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(RunConfig, norm, optimizer, schedule, lr, warmup, schedule_steps, beta2,
                                                 weight_decay, enc_layers, dec_layers, d_model, ffn, heads, dropout,
                                                 attention_dropout, activation_dropout, label_smoothing, clip_norm,
                                                 max_tokens, update_freq, max_len, max_positions, seed, vocab, src_lang, tgt_lang,
-                                                spm_sha256)
+                                                spm_sha256, data, data_sha256)
 
 inline ModelConfig model_config(RunConfig const& c) {
   return ModelConfig{.enc_layers = c.enc_layers,

@@ -42,6 +42,7 @@ class MetricsLog {
   void write(json const& j) {
     f_ << j.dump() << '\n';
     f_.flush();
+    LNF_EXPECTS_AS(IoError, f_.good(), "error writing '{}': {}", path_.string(), std::strerror(errno));
   }
 
  private:
@@ -70,6 +71,8 @@ struct TrainContext {
   SentencePieceVocab const& vocab;
   Split& train, &valid, &test;
   std::string resume_path;  // the checkpoint to continue from (empty: a new run)
+  std::vector<std::string> resume_log;  // what resuming changed in --out
+  bool best_on_disk = true;  // checkpoint_best is this line's best (settle_best)
 };
 
 template <class Norm, class Opt>
@@ -157,7 +160,11 @@ int train_run(TrainContext& tc) {
     if (metrics_file) metrics_file->write(j);
   };
   if (!tc.resume_path.empty())
-    metrics_write({{"event", "resume"}, {"step", trainer.steps()}, {"from", tc.resume_path}, {"ranks", ranks}});
+    metrics_write({{"event", "resume"},
+                   {"step", trainer.steps()},
+                   {"from", tc.resume_path},
+                   {"ranks", ranks},
+                   {"changes", tc.resume_log}});
 
   DecodeOptions const valid_decode{.beam = o.valid_beam, .lenpen = 1.0};
   auto const t_loop = Clock::now();
@@ -192,17 +199,27 @@ int train_run(TrainContext& tc) {
                                             {"translate/valid_loss", fmt::format("{}", vl.loss)},
                                             {"translate/train_seconds", fmt::format("{}", train_seconds())},
                                             {"translate/ranks", std::to_string(ranks)}};
+    // The numbered file first, then best as a link to it: a crash between the two leaves a stale
+    // best that the numbered file's best_step exposes (checkpoints.hpp: settle_best repairs it).
     fs::path const path = checkpoint_path(o.out, step);
     trainer.save_checkpoint(path.string(), meta);
-    if (is_best) trainer.save_checkpoint((o.out / "checkpoint_best.safetensors").string(), meta);
+    if (is_best) {
+      publish_best(path, best_checkpoint_path(o.out));
+      tc.best_on_disk = true;
+    }
     last_good = path;
     last_ckpt_step = step;
-    auto all = numbered_checkpoints(o.out);
-    while (static_cast<int>(all.size()) > std::max(1, o.keep_last)) {
-      fs::remove(all.begin()->second);
-      all.erase(all.begin());
-    }
+    // --keep-last: the newest of this line (nothing newer than this step is touched: resuming moved
+    // an abandoned continuation aside), and never the checkpoint this run resumed from, the way
+    // back if the new ones turn out bad.
+    std::vector<fs::path> line;
+    for (auto const& [k, f] : numbered_checkpoints(o.out))
+      if (k <= step && !(fs::exists(tc.resume_path) && fs::equivalent(f, tc.resume_path))) line.push_back(f);
+    for (std::size_t i = 0; i + static_cast<std::size_t>(std::max(1, o.keep_last)) < line.size(); ++i)
+      fs::remove(line[i]);
     last_valid_seconds = seconds_since(t0);
+    if (!sc.cut.empty())
+      fmt::print("valid: {}\n", cut_report(sc.cut, source_limit(model), cfg.max_positions));
     fmt::print("valid step {}: loss {:.4f} nll {:.4f} ppl {:.2f} | BLEU {:.2f} on {} sentences ({}) | best {:.2f} "
                "(step {}) | {:.1f}s | saved {}{}\n",
                step, vl.loss, vl.nll, std::exp(vl.nll), sc.bleu.score, sc.hyps.size(),
@@ -359,25 +376,47 @@ int train_run(TrainContext& tc) {
   }
   if (!root) return interrupted ? kExitInterrupted : 0;  // the test is rank 0's
   if (interrupted) {
-    fmt::print("interrupted: continue with `translate train --out {} --resume`\n", o.out.string());
+    if (last_good.empty())  // a new run stopped before its first update: there is nothing to resume
+      fmt::print("interrupted before the first update: nothing was saved (no checkpoint in {}); start again with the "
+                 "same command, without --resume\n",
+                 o.out.string());
+    else
+      fmt::print("interrupted: continue with `translate train --out {} --resume`\n", o.out.string());
     return kExitInterrupted;
   }
   if (!o.final_test) return 0;
 
-  // The test split with the best checkpoint.
-  if (best_step != trainer.steps() && fs::exists(o.out / "checkpoint_best.safetensors")) {
-    auto const file = io::SafetensorsFile::open((o.out / "checkpoint_best.safetensors").string());
+  // The test split with the best checkpoint (the model in memory when it is the best, or when the
+  // best is no longer on disk: then the label says which step is tested).
+  std::int64_t tested_step = trainer.steps();
+  if (best_step != trainer.steps() && tc.best_on_disk) {
+    auto const file = io::SafetensorsFile::open(best_checkpoint_path(o.out).string());
     io::verify_checksum(file, true);
     io::load_parameters(file, model.parameters(), io::LoadOptions{.allow_extra = true});
+    tested_step = best_step;
+  } else if (best_step != trainer.steps()) {
+    fmt::print("the best checkpoint (step {}) is not on disk: the test uses the last model (step {})\n", best_step,
+               tested_step);
   }
-  auto const sc = score(model, tc.vocab, tc.test, tc.test.src.size(), o.decode);
+  DecodeOptions test_decode = o.decode;
+  test_decode.stop = &g_signal;  // Ctrl-C ends the test decoding (the checkpoints are written)
+  Scores sc;
+  try {
+    sc = score(model, tc.vocab, tc.test, tc.test.src.size(), test_decode);
+  } catch (Interrupted const&) {
+    fmt::print("interrupted during the final test decoding; the checkpoints are complete: `translate evaluate --out "
+               "{}` tests the best one\n",
+               o.out.string());
+    return kExitInterrupted;
+  }
   write_lines(o.out / "test.hyp", sc.hyps);
+  if (!sc.cut.empty()) fmt::print("test: {}\n", cut_report(sc.cut, source_limit(model), cfg.max_positions));
   fmt::print("\ntest ({} sentences, checkpoint of step {}, beam {}, length penalty {}; {}):\n  {}\n  {}\n",
-             sc.hyps.size(), best_step, o.decode.beam, o.decode.lenpen, duration(sc.seconds), sc.bleu.format(true),
+             sc.hyps.size(), tested_step, o.decode.beam, o.decode.lenpen, duration(sc.seconds), sc.bleu.format(true),
              sc.chrf.format(true));
   metrics_write({{"event", "test"},
                  {"step", trainer.steps()},
-                 {"checkpoint_step", best_step},
+                 {"checkpoint_step", tested_step},
                  {"bleu", sc.bleu.score},
                  {"bleu_text", sc.bleu.format(true)},
                  {"chrf", sc.chrf.score},

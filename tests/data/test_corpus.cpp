@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,35 @@ TEST_CASE("read_parallel_corpus: invalid UTF-8 names file and line; a missing fi
   CHECK_THROWS_WITH_AS(read_parallel_corpus(de, en), doctest::Contains(fmt::format("'{}' line 2: invalid UTF-8 at byte 9", de).c_str()),
                        IoError);
   CHECK_THROWS_WITH_AS(read_parallel_corpus("/nonexistent/x.de", en), doctest::Contains("cannot open '/nonexistent/x.de'"),
+                       IoError);
+}
+
+TEST_CASE("read_parallel_corpus: a byte-order mark is removed and counted, NUL pairs skipped and counted") {
+  // Before: the BOM became part of the first source sentence and NUL bytes reached SentencePiece,
+  // both without a word.
+  using namespace std::string_literals;  // the NUL bytes stay in the strings
+  auto const de = write_file("d.de", "\xEF\xBB\xBF" "eins\nzw\0ei\ndrei\n\xEF\xBB\xBFvier\n"s);
+  auto const en = write_file("d.en", "one\ntwo\nth\0ree\nfour\n"s);
+  auto const c = read_parallel_corpus(de, en);
+  CHECK(c.stats.lines == 4);
+  CHECK(c.stats.bom == 1);
+  CHECK(c.stats.nul == 2);
+  CHECK(c.stats.kept == 2);
+  REQUIRE(c.src.size() == 2);
+  CHECK(c.src[0] == "eins");
+  CHECK(c.src[1] == "\xEF\xBB\xBFvier");  // only a mark at the start of the file is one
+  CHECK(c.tgt[1] == "four");
+}
+
+TEST_CASE("read_parallel_corpus from streams: the same rules, the names in the errors") {
+  std::istringstream src("\xEF\xBB\xBFHallo\r\nWelt\n"), tgt("\xEF\xBB\xBFHello\nworld");
+  auto const c = read_parallel_corpus(src, "s", tgt, "t");
+  CHECK(c.stats.bom == 2);
+  REQUIRE(c.src.size() == 2);
+  CHECK(c.src[0] == "Hallo");
+  CHECK(c.tgt[1] == "world");  // a last line without '\n' counts
+  std::istringstream bad("ok\n\xFF\n"), two("a\nb\n");
+  CHECK_THROWS_WITH_AS(read_parallel_corpus(bad, "s", two, "t"), doctest::Contains("'s' line 2: invalid UTF-8 at byte 0"),
                        IoError);
 }
 

@@ -62,3 +62,21 @@ TEST_CASE("SentencePiece errors name the file") {
   CHECK_THROWS_AS(train_sentencepiece({training_text()}, (temp_dir() / "big").string(), {.vocab_size = 100000}),
                   IoError);
 }
+
+TEST_CASE("train_sentencepiece: paths with spaces, commas and '=' (the options are not one joined string)") {
+  // Before: the options went to SentencePiece as one space-separated string with a comma-separated
+  // input list, so "my run" or "a,b" broke training ("unknown field name ... in TrainerSpec").
+  auto const dir = temp_dir() / "with space, comma=and equals";
+  std::filesystem::create_directories(dir);
+  auto const input = dir / "train, part 1.txt";
+  std::filesystem::copy_file(training_text(), input, std::filesystem::copy_options::overwrite_existing);
+  auto const second = dir / "train,2.txt";  // a second input: the lines of both are read
+  { std::ofstream(second) << "Verzeichnis\ndirectory listing\n"; }
+  auto const prefix = (dir / "spm x,y").string();
+  train_sentencepiece({input.string(), second.string()}, prefix, {.vocab_size = 40, .threads = 1});
+  CHECK(std::filesystem::exists(prefix + ".model"));
+  CHECK(std::filesystem::exists(prefix + ".vocab"));
+  SentencePieceVocab const vocab(prefix + ".model");
+  CHECK(vocab.size() == 40);
+  CHECK(vocab.decode(vocab.encode("Fehler beim Lesen")) == "Fehler beim Lesen");
+}

@@ -36,6 +36,9 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -301,12 +304,19 @@ class GettextCorpus {
     return {};
   }
 
+  // Whole or not at all: `path.tmp` renamed over `path`; a failure (a full disk) removes the
+  // temporary file and names the file and the reason.
   static void write_file(std::filesystem::path const& path, std::string const& text) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    LNF_EXPECTS_AS(IoError, out.good(), "cannot create {}", path.string());
+    std::string const tmp = path.string() + ".tmp";
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    LNF_EXPECTS_AS(IoError, out.good(), "cannot create {}: {}", tmp, std::strerror(errno));
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out.flush();
-    LNF_EXPECTS_AS(IoError, out.good(), "error writing {} ({} bytes)", path.string(), text.size());
+    out.close();  // flushes
+    bool ok = !out.fail();
+    int err = errno;
+    if (ok && std::rename(tmp.c_str(), path.string().c_str()) != 0) ok = false, err = errno;
+    if (!ok) std::remove(tmp.c_str());
+    LNF_EXPECTS_AS(IoError, ok, "error writing {} ({} bytes): {}", path.string(), text.size(), std::strerror(err));
   }
 
   CorpusOptions opt_;

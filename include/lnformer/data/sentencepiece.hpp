@@ -17,8 +17,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace lnformer {
@@ -32,9 +34,57 @@ struct SentencePieceTrainOptions {
   std::uint32_t seed = 1;                 ///< SentencePiece's random seed (sampling, EM)
 };
 
+namespace detail {
+
+/// The lines of several files, one after the other, for SentencePieceTrainer: the trainer reads
+/// them from here instead of from its `input` field, because that field is a comma-separated list
+/// (a path with a comma cannot be named in it). A read error ends the iteration with status().
+class LineFilesIterator final : public sentencepiece::SentenceIterator {
+ public:
+  explicit LineFilesIterator(std::vector<std::string> const& paths) : paths_(paths) { Next(); }
+  [[nodiscard]] bool done() const override { return done_; }
+  void Next() override {
+    while (!done_) {
+      if (in_.is_open() && std::getline(in_, line_)) {
+        if (!line_.empty() && line_.back() == '\r') line_.pop_back();
+        return;
+      }
+      if (in_.is_open()) {
+        if (in_.bad() || !in_.eof()) return fail(fmt::format("error reading '{}'", paths_[next_ - 1]));
+        in_.close();
+      }
+      if (next_ == paths_.size()) {
+        done_ = true;
+        return;
+      }
+      in_.clear();
+      in_.open(paths_[next_++], std::ios::binary);
+      if (!in_.is_open()) return fail(fmt::format("cannot open '{}'", paths_[next_ - 1]));
+    }
+  }
+  [[nodiscard]] std::string const& value() const override { return line_; }
+  [[nodiscard]] sentencepiece::util::Status status() const override { return status_; }
+
+ private:
+  void fail(std::string const& what) {
+    status_ = sentencepiece::util::Status(sentencepiece::util::StatusCode::kInternal, what);
+    done_ = true;
+  }
+  std::vector<std::string> const& paths_;
+  std::size_t next_ = 0;
+  std::ifstream in_;
+  std::string line_;
+  bool done_ = false;
+  sentencepiece::util::Status status_;
+};
+
+}  // namespace detail
+
 /// Trains a vocabulary on the lines of `inputs`; writes <model_prefix>.model and .vocab. A
 /// SentencePiece failure (unreadable input, a vocabulary larger than the text allows) is an IoError
-/// with its message.
+/// with its message. Paths may hold any character (spaces, commas, '='): the options go to the
+/// trainer one field each, and the inputs are read through an iterator, never through its
+/// space-separated command-line string or its comma-separated `input` list.
 inline void train_sentencepiece(std::vector<std::string> const& inputs, std::string const& model_prefix,
                                 SentencePieceTrainOptions const& o = {}) {
   LNF_EXPECTS_AS(ValueError, !inputs.empty(), "train_sentencepiece: no input files");
@@ -43,14 +93,22 @@ inline void train_sentencepiece(std::vector<std::string> const& inputs, std::str
   for (auto const& f : inputs)
     LNF_EXPECTS_AS(IoError, std::filesystem::is_regular_file(f), "train_sentencepiece: no input file '{}'", f);
   SpecialTokens const sp;
-  std::string const args = fmt::format(
-      "--input={} --model_prefix={} --vocab_size={} --model_type={} --character_coverage={} "
-      "--num_threads={} --input_sentence_size={} --shuffle_input_sentence=true "
-      "--bos_id={} --pad_id={} --eos_id={} --unk_id={} --minloglevel=2",
-      fmt::join(inputs, ","), model_prefix, o.vocab_size, o.model_type, o.character_coverage, o.threads,
-      o.max_sentences, sp.bos, sp.pad, sp.eos, sp.unk);
+  std::unordered_map<std::string, std::string> const fields{
+      {"model_prefix", model_prefix},
+      {"vocab_size", std::to_string(o.vocab_size)},
+      {"model_type", o.model_type},
+      {"character_coverage", fmt::format("{}", o.character_coverage)},
+      {"num_threads", std::to_string(o.threads)},
+      {"input_sentence_size", std::to_string(o.max_sentences)},
+      {"shuffle_input_sentence", "true"},
+      {"bos_id", std::to_string(sp.bos)},
+      {"pad_id", std::to_string(sp.pad)},
+      {"eos_id", std::to_string(sp.eos)},
+      {"unk_id", std::to_string(sp.unk)},
+      {"minloglevel", "2"}};
   sentencepiece::SetRandomGeneratorSeed(o.seed);  // 0.1.x: a process-wide setting, not a trainer flag
-  auto const status = sentencepiece::SentencePieceTrainer::Train(args);
+  detail::LineFilesIterator lines(inputs);
+  auto const status = sentencepiece::SentencePieceTrainer::Train(fields, &lines);
   LNF_EXPECTS_AS(IoError, status.ok(), "SentencePiece training of '{}' failed: {}", model_prefix,
                  status.ToString());
 }
