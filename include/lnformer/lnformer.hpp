@@ -44,6 +44,7 @@
 #include <lnformer/analysis/fit.hpp>
 #include <lnformer/analysis/gradients.hpp>
 #include <lnformer/analysis/perturbation.hpp>
+#include <lnformer/analysis/training_stats.hpp>
 
 #include <lnformer/optim/optimizers.hpp>
 #include <lnformer/schedule/schedules.hpp>
