@@ -43,6 +43,7 @@
 #include <lnformer/analysis/dependency.hpp>
 #include <lnformer/analysis/fit.hpp>
 #include <lnformer/analysis/gradients.hpp>
+#include <lnformer/analysis/paper_setup.hpp>
 #include <lnformer/analysis/perturbation.hpp>
 
 #include <lnformer/optim/optimizers.hpp>
