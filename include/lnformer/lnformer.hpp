@@ -45,6 +45,7 @@
 #include <lnformer/analysis/gradients.hpp>
 #include <lnformer/analysis/paper_setup.hpp>
 #include <lnformer/analysis/perturbation.hpp>
+#include <lnformer/analysis/seed_summary.hpp>
 
 #include <lnformer/optim/optimizers.hpp>
 #include <lnformer/schedule/schedules.hpp>
