@@ -876,8 +876,9 @@ int main(int argc, char** argv) {
     auto want = [&](std::string const& f) { return only.empty() || only.contains(f); };
     fs::create_directories(o.out);
 
-    fmt::print("paper_figures: writing to {}/ ; setup {}; policies {}; {} OpenMP threads\n", o.out, o.setup,
-               fmt::join(o.norms, ", "), omp_get_max_threads());
+    fmt::print("paper_figures: writing to {}/ ; --setup {} (each figure names the setup it measured); policies {}; "
+               "{} OpenMP threads\n",
+               o.out, o.setup, fmt::join(o.norms, ", "), omp_get_max_threads());
     if (!o.no_png && !have_gnuplot())
       fmt::print("paper_figures: gnuplot not found: writing CSV and .gp scripts only; render them with "
                  "`cd {} && for f in *.gp; do gnuplot \"$f\"; done` after `apt-get install gnuplot-nox` "
