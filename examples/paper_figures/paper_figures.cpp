@@ -2,19 +2,36 @@
 // and 4) for PostLN, PreLN and AdminLN through the library's analysis tools, and writes each as CSV
 // plus a gnuplot script and its PNG into --out (default figures/):
 //
-//   grad_norms     per-layer FFN gradient norm at initialisation, 6-6 model (Xiong et al., Figure 3)
+//   grad_norms     per-layer ||dL/dW2|| (fc2) at initialisation, 6-6 model (Xiong et al., Figure 3)
 //   theorem1       ||dL/dW2|| of the last decoder layer against depth, log-log fit (Xiong, Theorem 1)
 //   output_change  |F(x, W) - F(x, W + delta)|^2 against the encoder's sublayer count N, random-sign and
-//                  gradient-sign perturbations, linear and log fits (Liu et al., Figure 4)
+//                  gradient-sign perturbations of the weight matrices, linear and log fits (Liu et al.,
+//                  Figure 4)
 //   dependency     beta_{i,j} of the encoder at initialisation and after --dependency-steps updates on
 //                  the synthetic task, two heat maps per policy (Liu et al., Figures 7 and 8)
 //   admin_profile  the w of every sublayer that Admin's profiling sets (and admin-torch's closed form)
 //   warmup         training curves on the synthetic reverse task: PostLN with and without warm-up,
 //                  PreLN without, at two learning rates (Xiong et al., the warm-up experiment)
 //
-//   paper_figures                                   everything, small models (a few minutes, 2 cores)
-//   paper_figures --only theorem1,output_change     a subset
-//   paper_figures --d-model 512 --ffn 1024 --depths 6,12,18,24 --max-sublayers 48   the papers' sizes
+// Two setups for the measured models (--setup), named in every CSV row, plot title and printed header:
+//   paper    (default) the papers' measurement setup (analysis/paper_setup.hpp): an untied output
+//            projection with a bias, plain cross-entropy, no dropout, random tokens from a vocabulary of
+//            --vocab, the decoder fed the target;
+//   trainer  the trainer's model: output projection tied to the embedding, label smoothing 0.1,
+//            dropout --dropout (training mode, the same masks in every pass), batches of the synthetic
+//            reverse task (padded, decoder fed the shifted target).
+// grad_norms, theorem1, output_change and admin_profile follow --setup; dependency and warmup train, so
+// they always use the trainer's model on the synthetic task (random tokens cannot be learned).
+// Every measured point is one model per seed (--seeds, --perturb-seeds); the CSVs hold the median,
+// quartiles and extremes over the seeds, the fits use the medians, the plots draw the interquartile
+// range as a band.
+//
+//   paper_figures                                        everything, d 64 (minutes on 2 cores)
+//   paper_figures --only theorem1,output_change          a subset
+//   the papers' sizes (docs/figures; README "Paper figures" has the commands and times):
+//   paper_figures --only grad_norms,theorem1 --d-model 256 --ffn 512 --depths 3,6,12,24 --seeds 10
+//   paper_figures --only output_change --d-model 128 --ffn 256 --sublayers 2,4,8,12,16,24,32,40,48
+//                 --perturb-seeds 30
 //
 // Without gnuplot the CSVs and .gp scripts are still written; `cd DIR && gnuplot NAME.gp` renders them.
 // The fitted quantities are printed to stdout, progress to stderr.
@@ -23,7 +40,9 @@
 #include <lnformer/analysis/dependency.hpp>
 #include <lnformer/analysis/fit.hpp>
 #include <lnformer/analysis/gradients.hpp>
+#include <lnformer/analysis/paper_setup.hpp>
 #include <lnformer/analysis/perturbation.hpp>
+#include <lnformer/analysis/seed_summary.hpp>
 #include <lnformer/core/type_list.hpp>
 #include <lnformer/data/synthetic.hpp>
 #include <lnformer/metrics/accuracy.hpp>
@@ -61,25 +80,32 @@ using Clock = std::chrono::steady_clock;
 
 std::vector<std::string> const kFigures{"grad_norms", "theorem1", "output_change", "dependency", "admin_profile",
                                         "warmup"};
+std::vector<std::string> const kSetups{"paper", "trainer"};
 
 struct Options {
   std::string out = "figures";
   std::vector<std::string> only;
   std::vector<std::string> norms{"post", "pre", "admin"};
-  // the measured models (the analysis tests' sizes by default)
-  std::int64_t d_model = 32;
+  std::string setup = "paper";
+  // the measured models
+  std::int64_t d_model = 64;
   std::int64_t ffn = 0;  // 0: 2 * d_model
   std::int64_t heads = 4;
+  // paper setup: random tokens
+  std::int64_t vocab = 1000;
+  std::int64_t length = 32;
+  // trainer setup
   float dropout = 0.3f;
+  float perturb_dropout = 0.f;
   int batches = 3;
   int batch_size = 16;
   int layers = 6;  // grad_norms, dependency, admin_profile
   int dependency_steps = 300;  // training before the "trained" dependency matrix
   std::vector<int> depths{3, 6, 12, 24};
-  int seeds = 2;
-  int max_sublayers = 32;
-  int perturb_seeds = 3;
-  float perturb_dropout = 0.f;
+  int seeds = 5;
+  std::vector<int> sublayers{2, 4, 8, 16, 32, 64};
+  int perturb_seeds = 15;
+  bool perturb_embeddings = false;
   // warm-up experiment
   int steps = 400;
   int warmup = 100;
@@ -172,13 +198,23 @@ std::string colour(std::string_view norm) {
   return "#7f7f7f";
 }
 
-// ---- shared data ---------------------------------------------------------------------------------
+/// "median,q1,q3,min,max" of a summary, for the CSVs.
+std::string csv_summary(SeedSummary const& s) {
+  return fmt::format("{:.6g},{:.6g},{:.6g},{:.6g},{:.6g}", s.median, s.q1, s.q3, s.min, s.max);
+}
+std::string csv_summary_header(std::string const& q) {
+  return fmt::format("{0}_median,{0}_q1,{0}_q3,{0}_min,{0}_max", q);
+}
 
+// ---- the measured models and their data ------------------------------------------------------------
+
+/// The synthetic task of the trainer setup and of the training experiments.
 SyntheticTask measure_task() {
   return SyntheticTask{.kind = SyntheticKind::reverse, .symbols = 16, .min_len = 6, .max_len = 12};
 }
 
-ModelConfig measure_config(Options const& o, int layers, float dropout) {
+/// The trainer's model (tied output projection, label smoothing 0.1) on the synthetic task.
+ModelConfig trainer_config(Options const& o, int layers, float dropout) {
   return ModelConfig{.enc_layers = layers,
                      .dec_layers = layers,
                      .d_model = o.d_model,
@@ -189,12 +225,45 @@ ModelConfig measure_config(Options const& o, int layers, float dropout) {
                      .dropout = dropout};
 }
 
-std::vector<Batch<Cpu>> make_batches(int n, std::size_t size, std::uint64_t seed) {
+std::vector<Batch<Cpu>> task_batches(int n, std::size_t size, std::uint64_t seed) {
   Rng rng(seed);
   std::vector<Batch<Cpu>> out;
   for (int i = 0; i < n; ++i) out.push_back(make_batch<Cpu>(measure_task().sample(rng, size)));
   return out;
 }
+
+/// What --setup measures on: the model configuration and the batches.
+struct Setup {
+  Options const* o;
+  bool paper;
+
+  [[nodiscard]] std::string name() const { return paper ? "paper" : "trainer"; }
+  [[nodiscard]] PaperSetup random_tokens() const {
+    return PaperSetup{.vocab = o->vocab, .sentences = o->batch_size, .length = o->length};
+  }
+  /// `dropout`: of the trainer setup (the paper setup has none).
+  [[nodiscard]] ModelConfig config(int layers, float dropout) const {
+    auto const base = trainer_config(*o, layers, dropout);
+    return paper ? random_tokens().config(base) : base;
+  }
+  /// n batches from `seed` (the paper setup: seeds seed, seed + 1, ...).
+  [[nodiscard]] std::vector<Batch<Cpu>> batches(int n, std::uint64_t seed) const {
+    if (!paper) return task_batches(n, static_cast<std::size_t>(o->batch_size), seed);
+    std::vector<Batch<Cpu>> out;
+    for (int i = 0; i < n; ++i) out.push_back(random_tokens().batch<Cpu>(seed + static_cast<std::uint64_t>(i)));
+    return out;
+  }
+  /// One line for the printed header of a figure.
+  [[nodiscard]] std::string describe(float dropout) const {
+    if (paper)
+      return fmt::format("setup paper: untied output projection with bias, plain cross-entropy, dropout 0; batches "
+                         "of {} x {} random tokens (vocabulary {}), decoder fed the target",
+                         o->batch_size, o->length, o->vocab);
+    return fmt::format("setup trainer: output projection tied to the embedding, label smoothing 0.1, dropout {:g} "
+                       "(same masks in every pass); batches of {} synthetic reverse-task sentences",
+                       dropout, o->batch_size);
+  }
+};
 
 // Training mode (dropout on where the config has it), fixed masks: the analysis tests' context.
 ForwardContext const kCtx{.training = true, .seed = 17, .pass = 0};
@@ -210,45 +279,71 @@ std::string list(std::vector<double> const& v, char const* f = "{:.4g}") {
   return s;
 }
 
+/// gnuplot: a filter on the policy column (2; column 1 is the setup).
+std::string policy_is(std::string_view nm) { return fmt::format("strcol(2) eq '{}'", nm); }
+
 // ---- 1. grad_norms (Xiong et al., Figure 3) -------------------------------------------------------
 
-void fig_grad_norms(Options const& o) {
-  auto const bs = make_batches(o.batches, static_cast<std::size_t>(o.batch_size), 5);
-  std::string csv = "policy,stack,layer,fc1,fc2,ffn,all\n";
+void fig_grad_norms(Options const& o, Setup const& st) {
+  auto const bs = st.batches(o.batches, 5);
+  std::string csv = "setup,policy,stack,layer,seeds," + csv_summary_header("fc2") + ",fc1_median,ffn_median\n";
   int i = 0;
-  int const n = static_cast<int>(o.norms.size());
-  fmt::print("\ngrad_norms: ||dL/dW|| of each layer's FFN weights (fc1 and fc2) at initialisation, {}-{} model, "
-             "d {}, mean over {} batches of {}\n",
-             o.layers, o.layers, o.d_model, o.batches, o.batch_size);
+  int const n = static_cast<int>(o.norms.size()) * o.seeds;
+  fmt::print("\ngrad_norms: ||dL/dW2|| (fc2) of each layer at initialisation, {}-{} model, d {}, FFN {}; per seed "
+             "the mean over {} batches, then the median over {} seeds (model seeds {}..{})\n  {}\n",
+             o.layers, o.layers, o.d_model, st.config(o.layers, o.dropout).ffn, o.batches, o.seeds, o.seed,
+             o.seed + static_cast<std::uint64_t>(o.seeds) - 1, st.describe(o.dropout));
   for_each_norm(o, [&](auto tag) {
     using Norm = typename decltype(tag)::type;
-    progress("grad_norms", fmt::format("{}, forward and backward", Norm::name), ++i, n);
-    Seq2Seq<Norm, Cpu> m(measure_config(o, o.layers, o.dropout), o.seed);
-    prepare_for_analysis(m, bs[0], kCtx);
-    auto const prof = gradient_norms(m, std::span(bs), kCtx);
+    // per stack, per layer: the seeds' values
+    std::map<StackKind, std::vector<std::vector<double>>> fc2, fc1, ffn;
+    for (int s = 0; s < o.seeds; ++s) {
+      progress("grad_norms", fmt::format("{}, seed {}, forward and backward", Norm::name, s + 1), ++i, n);
+      Seq2Seq<Norm, Cpu> m(st.config(o.layers, o.dropout), o.seed + static_cast<std::uint64_t>(s));
+      prepare_for_analysis(m, bs[0], kCtx);
+      auto const prof = gradient_norms(m, std::span(bs), kCtx);
+      for (StackKind k : {StackKind::encoder, StackKind::decoder}) {
+        auto const layers = prof.stack(k);
+        for (auto* v : {&fc2[k], &fc1[k], &ffn[k]}) v->resize(layers.size());
+        for (std::size_t l = 0; l < layers.size(); ++l) {
+          fc2[k][l].push_back(layers[l].fc2);
+          fc1[k][l].push_back(layers[l].fc1);
+          ffn[k][l].push_back(layers[l].ffn);
+        }
+      }
+    }
     progress.clear();
     for (StackKind k : {StackKind::encoder, StackKind::decoder}) {
-      std::vector<double> v;
-      for (auto const& l : prof.stack(k)) {
-        v.push_back(l.ffn);
-        csv += fmt::format("{},{},{},{:.6g},{:.6g},{:.6g},{:.6g}\n", Norm::name, stack_name(k), l.site.layer + 1, l.fc1,
-                           l.fc2, l.ffn, l.all);
+      std::vector<double> med, ratios;
+      for (std::size_t l = 0; l < fc2[k].size(); ++l) {
+        auto const s2 = summarize(fc2[k][l]);
+        med.push_back(s2.median);
+        csv += fmt::format("{},{},{},{},{},{},{:.6g},{:.6g}\n", st.name(), Norm::name, stack_name(k), l + 1, o.seeds,
+                           csv_summary(s2), summarize(fc1[k][l]).median, summarize(ffn[k][l]).median);
       }
-      fmt::print("  {:<7} {:<7}: {}; last/first {:.2f}\n", pretty(Norm::name), stack_name(k), list(v),
-                 v.back() / v.front());
+      for (int s = 0; s < o.seeds; ++s)
+        ratios.push_back(fc2[k].back()[static_cast<std::size_t>(s)] / fc2[k].front()[static_cast<std::size_t>(s)]);
+      auto const r = summarize(ratios);
+      fmt::print("  {:<7} {:<7}: medians {}; last/first {:.2f} (per seed {:.2f} .. {:.2f})\n", pretty(Norm::name),
+                 stack_name(k), list(med), med.back() / med.front(), r.min, r.max);
     }
   });
   write_file(fs::path(o.out) / "grad_norms.csv", csv);
   std::string gp = gp_header("grad_norms", 1000, 450);
-  gp += "set multiplot layout 1,2 title 'FFN gradient norm per layer at initialisation (Xiong et al. 2020, Fig. 3)'\n"
-        "set xlabel 'layer'\nset ylabel '||dL/dW_ffn||_F'\nset xtics 1\n";
+  gp += fmt::format("set multiplot layout 1,2 title '||dL/dW2|| per layer at initialisation (Xiong et al. 2020, "
+                    "Fig. 3) [{} setup, d {}; median and interquartile range of {} seeds]'\n"
+                    "set xlabel 'layer'\nset ylabel '||dL/dW2||_F'\nset xtics 1\n"
+                    "set style fill transparent solid 0.2 noborder\n",
+                    st.name(), o.d_model, o.seeds);
   for (std::string_view stack : {"encoder", "decoder"}) {
     gp += fmt::format("set title '{}'\nplot ", stack);
     std::string sep;
     for (auto const& nm : o.norms) {
-      gp += fmt::format("{}'grad_norms.csv' skip 1 using ((strcol(1) eq '{}' && strcol(2) eq '{}') ? $3 : NaN):6 "
-                        "with linespoints lw 2 pt 7 lc rgb '{}' title '{}'",
-                        sep, nm, stack, colour(nm), pretty(nm));
+      auto const sel = fmt::format("({} && strcol(3) eq '{}') ? $4 : NaN", policy_is(nm), stack);
+      gp += fmt::format("{0}'grad_norms.csv' skip 1 using ({1}):7:8 with filledcurves lc rgb '{2}' notitle, \\\n"
+                        "     'grad_norms.csv' skip 1 using ({1}):6 with linespoints lw 2 pt 7 lc rgb '{2}' "
+                        "title '{3}'",
+                        sep, sel, colour(nm), pretty(nm));
       sep = ", \\\n     ";
     }
     gp += "\n";
@@ -259,50 +354,62 @@ void fig_grad_norms(Options const& o) {
 
 // ---- 2. theorem1 (Xiong et al., Theorem 1) --------------------------------------------------------
 
-void fig_theorem1(Options const& o) {
-  auto const bs = make_batches(o.batches, static_cast<std::size_t>(o.batch_size), 5);
-  std::string csv = "policy,layers,grad_norm\n";
+void fig_theorem1(Options const& o, Setup const& st) {
+  auto const bs = st.batches(o.batches, 5);
+  std::string csv = "setup,policy,layers,seeds," + csv_summary_header("grad_norm") + ",mean\n";
   std::map<std::string, LinearFit> fits;
   int i = 0;
   int const n = static_cast<int>(o.norms.size() * o.depths.size());
   fmt::print("\ntheorem1: ||dL/dW2|| of the last decoder layer's fc2 at initialisation against depth L (layers per "
-             "stack), d {}, mean over {} seeds x {} batches; log-log fit\n",
-             o.d_model, o.seeds, o.batches);
+             "stack), d {}, FFN {}; per seed the mean over {} batches, then the median over {} seeds; log-log fit of "
+             "the medians\n  {}\n",
+             o.d_model, st.config(1, o.dropout).ffn, o.batches, o.seeds, st.describe(o.dropout));
   for_each_norm(o, [&](auto tag) {
     using Norm = typename decltype(tag)::type;
     std::vector<double> x, y;
+    std::vector<std::vector<double>> per_seed(static_cast<std::size_t>(o.seeds));  // [seed][depth]
     for (int L : o.depths) {
       progress("theorem1", fmt::format("{}, {}-{} model, {} seed(s)", Norm::name, L, L, o.seeds), ++i, n);
-      auto const pts = last_fc2_grad_norm_vs_depth<Seq2Seq, Norm>(measure_config(o, L, o.dropout), {L},
-                                                                   std::span(bs), kCtx, StackKind::decoder, o.seeds,
-                                                                   o.seed);
+      auto const pts = last_fc2_grad_norm_vs_depth<Seq2Seq, Norm>(st.config(L, o.dropout), {L}, std::span(bs), kCtx,
+                                                                   StackKind::decoder, o.seeds, o.seed);
+      auto const s = pts.front().summary();
       x.push_back(L);
-      y.push_back(pts.front().value);
-      csv += fmt::format("{},{},{:.6g}\n", Norm::name, L, pts.front().value);
+      y.push_back(s.median);
+      for (std::size_t k = 0; k < per_seed.size(); ++k) per_seed[k].push_back(pts.front().per_seed[k]);
+      csv += fmt::format("{},{},{},{},{},{:.6g}\n", st.name(), Norm::name, L, o.seeds, csv_summary(s), s.mean);
     }
     progress.clear();
     auto const f = fit_log_log(x, y);
+    std::vector<double> slopes;
+    for (auto const& v : per_seed) slopes.push_back(fit_log_log(x, v).slope);
+    auto const ss = summarize(slopes);
     fits[std::string(Norm::name)] = f;
-    fmt::print("  {:<7}: L = {}: {}; slope {:+.3f} (R^2 {:.3f}); Theorem 1: {}\n", pretty(Norm::name),
-               fmt::join(o.depths, ", "), list(y), f.slope, f.r2,
+    fmt::print("  {:<7}: L = {}: medians {}; slope {:+.3f} (R^2 {:.3f}); one seed's models alone: slope {:+.3f} .. "
+               "{:+.3f}; Theorem 1: {}\n",
+               pretty(Norm::name), fmt::join(o.depths, ", "), list(y), f.slope, f.r2, ss.min, ss.max,
                std::same_as<Norm, PreLN>    ? "-0.5 (Pre-LN)"
                : std::same_as<Norm, PostLN> ? "0 (Post-LN)"
                                             : "none (Admin starts Pre-LN-like)");
   });
   write_file(fs::path(o.out) / "theorem1.csv", csv);
   std::string gp = gp_header("theorem1");
-  gp += "set title \"||dL/dW2|| of the last layer against depth (Xiong et al. 2020, Theorem 1)\"\n"
-        "set logscale xy\nset xlabel 'layers per stack L'\nset ylabel '||dL/dW^{2,L}||_F'\nset key bottom left\n";
+  gp += fmt::format("set title \"||dL/dW2|| of the last layer against depth (Xiong et al. 2020, Theorem 1)\\n[{} "
+                    "setup, d {}; median and interquartile range of {} seeds]\"\n"
+                    "set logscale xy\nset xlabel 'layers per stack L'\nset ylabel '||dL/dW^{{2,L}}||_F'\n"
+                    "set key bottom left\nset style fill transparent solid 0.2 noborder\n",
+                    st.name(), o.d_model, o.seeds);
   gp += fmt::format("set xrange [{}:{}]\nset xtics ({})\n", o.depths.front() * 0.8, o.depths.back() * 1.25,
                     fmt::join(o.depths, ", "));
   gp += "plot ";
   std::string sep;
   for (auto const& nm : o.norms) {
     auto const& f = fits[nm];
-    gp += fmt::format("{}'theorem1.csv' skip 1 using (strcol(1) eq '{}' ? $2 : NaN):3 with points pt 7 ps 1.3 "
-                      "lc rgb '{}' notitle, \\\n     exp({:.6g})*x**({:.6g}) with lines lw 2 lc rgb '{}' "
-                      "title '{}: slope {:+.2f} (R^2 {:.2f})'",
-                      sep, nm, colour(nm), f.intercept, f.slope, colour(nm), pretty(nm), f.slope, f.r2);
+    auto const sel = fmt::format("({}) ? $3 : NaN", policy_is(nm));
+    gp += fmt::format("{0}'theorem1.csv' skip 1 using ({1}):6:7 with filledcurves lc rgb '{2}' notitle, \\\n"
+                      "     'theorem1.csv' skip 1 using ({1}):5 with points pt 7 ps 1.3 lc rgb '{2}' notitle, \\\n"
+                      "     exp({3:.6g})*x**({4:.6g}) with lines lw 2 lc rgb '{2}' title '{5}: slope {4:+.2f} (R^2 "
+                      "{6:.2f})'",
+                      sep, sel, colour(nm), f.intercept, f.slope, pretty(nm), f.r2);
     sep = ", \\\n     ";
   }
   gp += "\n";
@@ -311,44 +418,45 @@ void fig_theorem1(Options const& o) {
 
 // ---- 3. output_change (Liu et al., Figure 4) ------------------------------------------------------
 
-std::vector<int> perturb_layers(int max_sublayers) {
-  int const max_layers = std::max(1, max_sublayers / 2);
-  std::vector<int> v;
-  for (int l = 1; l < max_layers; l *= 2) v.push_back(l);
-  v.push_back(max_layers);
-  return v;
-}
-
-void fig_output_change(Options const& o) {
-  auto const b = make_batches(1, static_cast<std::size_t>(o.batch_size), 9);
-  auto const layers = perturb_layers(o.max_sublayers);
-  std::string csv = "policy,layers,sublayers,random_sign,gradient_sign\n";
+void fig_output_change(Options const& o, Setup const& st) {
+  auto const b = st.batches(1, 9);
+  std::vector<int> layers;
+  for (int N : o.sublayers) layers.push_back(N / 2);
+  std::string csv = "setup,policy,layers,sublayers,seeds," + csv_summary_header("random") + "," +
+                    csv_summary_header("gradient") + "\n";
   struct Fits {
     LinearFit lin, log, pow;
     bool log_better() const { return log.r2 > lin.r2; }
   };
   std::map<std::string, Fits> fits[2];
   std::map<std::string, double> last[2];
+  auto const targets =
+      o.perturb_embeddings ? PerturbedParameters::weights_and_embeddings : PerturbedParameters::weight_matrices;
   int i = 0;
   int const n = static_cast<int>(o.norms.size() * layers.size());
-  fmt::print("\noutput_change: |F(x, W) - F(x, W + delta)|^2 of the encoder output (summed over tokens and channels), "
-             "delta = -1e-4 sign(N(0,1)) (random) or -1e-6 sign(grad) on every weight matrix and embedding; "
-             "dropout {}, d {}, mean over {} seeds\n",
-             o.perturb_dropout, o.d_model, o.perturb_seeds);
+  fmt::print("\noutput_change: |F(x, W) - F(x, W + delta)|^2 of the encoder output (summed over the batch's {} tokens "
+             "and the channels), delta = -1e-4 sign(N(0,1)) (random) or -1e-6 sign(grad) on every weight matrix of "
+             "the layers{}; d {}, FFN {}, {} decoder layers; median over {} seeds (a model and a sign draw each)\n"
+             "  {}\n",
+             b[0].src_tokens, o.perturb_embeddings ? " and the embeddings" : " (not the embeddings)", o.d_model,
+             st.config(1, o.perturb_dropout).ffn, o.layers, o.perturb_seeds, st.describe(o.perturb_dropout));
   for_each_norm(o, [&](auto tag) {
     using Norm = typename decltype(tag)::type;
     std::vector<double> x, yr, yg;
     for (int L : layers) {
       progress("output_change", fmt::format("{}, {} encoder sublayers, {} seed(s)", Norm::name, 2 * L, o.perturb_seeds),
                ++i, n);
-      auto cfg = measure_config(o, L, o.perturb_dropout);
-      auto const pts = output_change_vs_depth<Seq2Seq, Norm>(cfg, {L}, b[0], kCtx,
-                                                             {.seeds = o.perturb_seeds, .model_seed = o.seed});
+      // The encoder has L layers; the decoder keeps --layers (only the measured stack varies).
+      auto const pts = output_change_vs_depth<Seq2Seq, Norm>(
+          st.config(o.layers, o.perturb_dropout), {L}, b[0], kCtx,
+          {.seeds = o.perturb_seeds, .model_seed = o.seed, .targets = targets});
       auto const& p = pts.front();
+      auto const r = p.random_summary(), g = p.gradient_summary();
       x.push_back(p.sublayers);
-      yr.push_back(p.random);
-      yg.push_back(p.gradient);
-      csv += fmt::format("{},{},{},{:.6g},{:.6g}\n", Norm::name, L, p.sublayers, p.random, p.gradient);
+      yr.push_back(r.median);
+      yg.push_back(g.median);
+      csv += fmt::format("{},{},{},{},{},{},{}\n", st.name(), Norm::name, L, p.sublayers, o.perturb_seeds,
+                         csv_summary(r), csv_summary(g));
     }
     progress.clear();
     std::string const nm(Norm::name);
@@ -357,7 +465,7 @@ void fig_output_change(Options const& o) {
       Fits f{fit_line(x, y), fit_log_x(x, y), fit_log_log(x, y)};
       fits[k][nm] = f;
       last[k][nm] = y.back();
-      fmt::print("  {:<7} {:<13}: N = {}: {}\n  {:<21}  growth {:.2f}x over {:.0f}x more sublayers; linear fit "
+      fmt::print("  {:<7} {:<13}: N = {}: medians {}\n  {:<21}  growth {:.2f}x over {:.0f}x more sublayers; linear fit "
                  "R^2 {:.3f}, log fit R^2 {:.3f} -> {}; power law N^{:.2f}\n",
                  pretty(nm), k == 0 ? "random-sign" : "gradient-sign", fmt::join(x, ", "), list(y), "",
                  y.back() / y.front(), x.back() / x.front(), f.lin.r2, f.log.r2,
@@ -368,26 +476,26 @@ void fig_output_change(Options const& o) {
     if (last[k].contains("post"))
       for (auto const& [nm, v] : last[k])
         if (nm != "post")
-          fmt::print("  {}: at N = {}, Post-LN's change is {:.1f}x {}'s\n", k == 0 ? "random-sign" : "gradient-sign",
-                     2 * layers.back(), last[k]["post"] / v, pretty(nm));
+          fmt::print("  {}: at N = {}, Post-LN's median change is {:.1f}x {}'s\n",
+                     k == 0 ? "random-sign" : "gradient-sign", o.sublayers.back(), last[k]["post"] / v, pretty(nm));
   write_file(fs::path(o.out) / "output_change.csv", csv);
   // Left: random-sign on linear axes with the better of the linear and log fits (Liu et al.'s claim:
   // O(N) for Post-LN, O(log N) for Pre-LN and Admin). Right: gradient-sign on log-log axes with a
   // power-law fit (a coherent perturbation adds up across sublayers: super-linear for every policy).
-  std::vector<int> sublayer_counts;
-  for (int L : layers) sublayer_counts.push_back(2 * L);
   std::string gp = gp_header("output_change", 1000, 450);
-  gp += "set multiplot layout 1,2 title 'Output change against the number of encoder sublayers N "
-        "(Liu et al. 2020, Fig. 4)'\n"
-        "set xlabel 'encoder sublayers N'\nset ylabel '|F(x,W) - F(x,W+delta)|^2'\n";
+  gp += fmt::format("set multiplot layout 1,2 title 'Output change against the number of encoder sublayers N "
+                    "(Liu et al. 2020, Fig. 4) [{} setup, d {}; median and interquartile range of {} seeds]'\n"
+                    "set xlabel 'encoder sublayers N'\nset ylabel '|F(x,W) - F(x,W+delta)|^2'\n"
+                    "set style fill transparent solid 0.2 noborder\n",
+                    st.name(), o.d_model, o.perturb_seeds);
   for (int k = 0; k < 2; ++k) {
     if (k == 0)
       gp += "set title 'random-sign delta (1e-4); lines: the better of a linear and a log fit'\n"
-            "set format y '%.3f'\nset key top left\n";
+            "set format y '%.3g'\nset key top left\n";
     else
       gp += fmt::format("set title 'gradient-sign delta (1e-6); lines: power-law fits'\nset logscale xy\n"
                         "set format y '%.0e'\nset xtics ({})\nset xrange [{}:{}]\nset key top left\n",
-                        fmt::join(sublayer_counts, ", "), sublayer_counts.front() / 1.3, sublayer_counts.back() * 1.3);
+                        fmt::join(o.sublayers, ", "), o.sublayers.front() / 1.3, o.sublayers.back() * 1.3);
     gp += "plot ";
     std::string sep;
     for (auto const& nm : o.norms) {
@@ -403,9 +511,12 @@ void fig_output_change(Options const& o) {
         expr = fmt::format("exp({:.6g})*x**({:.6g})", f.pow.intercept, f.pow.slope);
         title = fmt::format("{}: ~ N^{:.2f} (R^2 {:.3f})", pretty(nm), f.pow.slope, f.pow.r2);
       }
-      gp += fmt::format("{}'output_change.csv' skip 1 using (strcol(1) eq '{}' ? $3 : NaN):{} with points pt 7 "
-                        "ps 1.2 lc rgb '{}' notitle, \\\n     [{}:{}] {} with lines lw 2 lc rgb '{}' title '{}'",
-                        sep, nm, k == 0 ? 4 : 5, colour(nm), 2 * layers.front(), 2 * layers.back(), expr, colour(nm),
+      int const med = k == 0 ? 6 : 11;  // columns: median, q1, q3 of random (6-8) or gradient (11-13)
+      auto const sel = fmt::format("({}) ? $4 : NaN", policy_is(nm));
+      gp += fmt::format("{0}'output_change.csv' skip 1 using ({1}):{2}:{3} with filledcurves lc rgb '{4}' notitle, "
+                        "\\\n     'output_change.csv' skip 1 using ({1}):{5} with points pt 7 ps 1.2 lc rgb '{4}' "
+                        "notitle, \\\n     [{6}:{7}] {8} with lines lw 2 lc rgb '{4}' title '{9}'",
+                        sep, sel, med + 1, med + 2, colour(nm), med, o.sublayers.front(), o.sublayers.back(), expr,
                         title);
       sep = ", \\\n     ";
     }
@@ -440,18 +551,20 @@ double upper_self_dependency(DependencyMatrix const& d) {
   return upper / static_cast<double>(s.size() - s.size() / 2);
 }
 
+// Always the trainer setup: the right-hand panel trains the model, which needs a learnable task.
 void fig_dependency(Options const& o) {
-  auto const b = make_batches(1, static_cast<std::size_t>(o.batch_size), 5);
+  Setup const st{&o, false};
+  auto const b = st.batches(1, 5);
   int i = 0;
   int const n = static_cast<int>(o.norms.size());
   fmt::print("\ndependency: beta_(i,j) of the encoder ({} layers = {} sublayers, d {}) at initialisation and after "
              "{} updates on the synthetic task (Adam, lr 5e-4 after 50 warm-up steps, clip 1); beta_(i,i) is how "
-             "much sublayer i's output depends on its own branch\n",
-             o.layers, 2 * o.layers, o.d_model, o.dependency_steps);
+             "much sublayer i's output depends on its own branch\n  {}\n",
+             o.layers, 2 * o.layers, o.d_model, o.dependency_steps, st.describe(o.dropout));
   for_each_norm(o, [&](auto tag) {
     using Norm = typename decltype(tag)::type;
     progress("dependency", fmt::format("{}, at initialisation", Norm::name), ++i, n);
-    Seq2Seq<Norm, Cpu> m(measure_config(o, o.layers, o.dropout), o.seed);
+    Seq2Seq<Norm, Cpu> m(st.config(o.layers, o.dropout), o.seed);
     prepare_for_analysis(m, b[0], kCtx);
     auto const init = layer_dependency(m, b[0], kCtx, StackKind::encoder);
     // Figure 8: the same model trained (every policy trains at this rate with the short warm-up).
@@ -481,7 +594,8 @@ void fig_dependency(Options const& o) {
                trained.beta.back().front(), o.dependency_steps, loss);
     std::string gp = gp_header(name, 1000, 480);
     gp += fmt::format(
-        "set multiplot layout 1,2 title \"{}: layer dependency beta(i,j), encoder (Liu et al. 2020, Figures 7 and 8)\"\n"
+        "set multiplot layout 1,2 title \"{}: layer dependency beta(i,j), encoder (Liu et al. 2020, Figures 7 and 8) "
+        "[{} setup, d {}]\"\n"
         "set xlabel 'j (branch; 0 = embedding)'\nset ylabel 'i (sublayer output)'\n"
         "set xrange [-0.5:{}.5]\nset yrange [{}.5:-0.5]\nset cbrange [0:1]\nset palette rgbformulae 30,31,32 negative\n"
         "set size ratio -1\nunset grid\nset tics out\n"
@@ -490,47 +604,49 @@ void fig_dependency(Options const& o) {
         "set title 'after {} updates'\n"
         "plot '{}_trained.csv' matrix rowheaders columnheaders using 1:2:3 with image notitle\n"
         "unset multiplot\n",
-        pretty(Norm::name), N, N, name, o.dependency_steps, name);
+        pretty(Norm::name), st.name(), o.d_model, N, N, name, o.dependency_steps, name);
     render(o, name, gp);
   });
 }
 
 // ---- 5. admin_profile ----------------------------------------------------------------------------
 
-void fig_admin_profile(Options const& o) {
-  auto const b = make_batches(1, static_cast<std::size_t>(o.batch_size), 5);
+void fig_admin_profile(Options const& o, Setup const& st) {
+  auto const b = st.batches(1, 5);
   progress("admin_profile", "AdminLN, one profiling forward pass", 1, 1);
-  Seq2Seq<AdminLN, Cpu> m(measure_config(o, o.layers, o.dropout), o.seed);
+  Seq2Seq<AdminLN, Cpu> m(st.config(o.layers, o.dropout), o.seed);
   auto const p = admin_profile(m, b[0], kCtx);
   progress.clear();
-  std::string csv = "stack,sublayer,w,closed_form_log_n\n";
-  fmt::print("\nadmin_profile: w of every sublayer after Admin's profiling ({}-{} model, d {}, one batch of {}, "
-             "dropout {}); admin-torch's O(log n) closed form for comparison\n",
-             o.layers, o.layers, o.d_model, o.batch_size, o.dropout);
+  std::string csv = "setup,stack,sublayer,w,closed_form_log_n\n";
+  fmt::print("\nadmin_profile: w of every sublayer after Admin's profiling ({}-{} model, d {}, one batch); "
+             "admin-torch's O(log n) closed form for comparison\n  {}\n",
+             o.layers, o.layers, o.d_model, st.describe(o.dropout));
   double cf[2] = {0, 0};
   for (int k = 0; k < 2; ++k) {
     auto const& v = k == 0 ? p.encoder : p.decoder;
     int const N = static_cast<int>(v.size());
     cf[k] = admin_closed_form(N, AdminOrder::log_n);
     for (int i = 0; i < N; ++i)
-      csv += fmt::format("{},{},{:.6g},{:.6g}\n", k == 0 ? "encoder" : "decoder", i + 1, v[static_cast<std::size_t>(i)],
-                         i == 0 ? 1.0 : cf[k]);
+      csv += fmt::format("{},{},{},{:.6g},{:.6g}\n", st.name(), k == 0 ? "encoder" : "decoder", i + 1,
+                         v[static_cast<std::size_t>(i)], i == 0 ? 1.0 : cf[k]);
     // w_i^2 - 1 ~ the summed branch variance before sublayer i: ~linear in i
     fmt::print("  {}: w = {}; closed form (N = {}) {:.3f}\n", k == 0 ? "encoder" : "decoder", list(v, "{:.3f}"), N,
                cf[k]);
   }
   write_file(fs::path(o.out) / "admin_profile.csv", csv);
   std::string gp = gp_header("admin_profile");
-  gp += "set title \"Admin's w per sublayer after profiling (Liu et al. 2020): w_i = sqrt(sum of the earlier "
-        "branch variances)\"\nset xlabel 'sublayer i'\nset ylabel 'w_i'\nset xtics 1\n";
+  gp += fmt::format("set title \"Admin's w per sublayer after profiling (Liu et al. 2020): w_i = sqrt(sum of the "
+                    "earlier branch variances)\\n[{} setup, d {}]\"\nset xlabel 'sublayer i'\nset ylabel 'w_i'\n"
+                    "set xtics 1\n",
+                    st.name(), o.d_model);
   gp += fmt::format(
-      "plot 'admin_profile.csv' skip 1 using (strcol(1) eq 'encoder' ? $2 : NaN):3 with linespoints lw 2 pt 7 "
+      "plot 'admin_profile.csv' skip 1 using (strcol(2) eq 'encoder' ? $3 : NaN):4 with linespoints lw 2 pt 7 "
       "lc rgb '#1f77b4' title 'encoder (profiled)', \\\n"
-      "     'admin_profile.csv' skip 1 using (strcol(1) eq 'decoder' ? $2 : NaN):3 with linespoints lw 2 pt 5 "
+      "     'admin_profile.csv' skip 1 using (strcol(2) eq 'decoder' ? $3 : NaN):4 with linespoints lw 2 pt 5 "
       "lc rgb '#d62728' title 'decoder (profiled)', \\\n"
-      "     'admin_profile.csv' skip 1 using (strcol(1) eq 'encoder' ? $2 : NaN):4 with steps dt 2 lw 2 "
+      "     'admin_profile.csv' skip 1 using (strcol(2) eq 'encoder' ? $3 : NaN):5 with steps dt 2 lw 2 "
       "lc rgb '#1f77b4' title 'encoder, O(log n) closed form (N = {})', \\\n"
-      "     'admin_profile.csv' skip 1 using (strcol(1) eq 'decoder' ? $2 : NaN):4 with steps dt 2 lw 2 "
+      "     'admin_profile.csv' skip 1 using (strcol(2) eq 'decoder' ? $3 : NaN):5 with steps dt 2 lw 2 "
       "lc rgb '#d62728' title 'decoder, O(log n) closed form (N = {})'\n",
       p.encoder.size(), p.decoder.size());
   render(o, "admin_profile", gp);
@@ -611,7 +727,8 @@ void fig_warmup(Options const& o) {
   int run = 0;
   int const runs = static_cast<int>(3 * o.lrs.size());
   fmt::print("\nwarmup: training on the synthetic reverse task ({}-{} layers, d {}, batch {}, dropout 0.1, Adam "
-             "(0.9, 0.98), no clipping), {} steps; with warm-up: inverse_sqrt, {} warm-up steps; without: constant lr\n",
+             "(0.9, 0.98), no clipping), {} steps; with warm-up: inverse_sqrt, {} warm-up steps; without: constant "
+             "lr\n  setup trainer: output projection tied to the embedding, label smoothing 0.1\n",
              o.warm_layers, o.warm_layers, o.warm_d_model, o.warm_batch, o.steps, o.warmup);
   for (float lr : o.lrs) {
     curves.push_back(train_curve<PostLN>(o, "post_warmup", lr, InverseSqrt{.peak = lr, .warmup = o.warmup}, run, runs));
@@ -633,7 +750,7 @@ void fig_warmup(Options const& o) {
   write_file(fs::path(o.out) / "warmup.csv", csv);
   std::string gp = gp_header("warmup", 1000, 450);
   gp += fmt::format("set multiplot layout 1,{} title 'Held-out loss on the synthetic reverse task: "
-                    "Post-LN with and without warm-up, Pre-LN without (cf. Xiong et al. 2020)'\n"
+                    "Post-LN with and without warm-up, Pre-LN without (cf. Xiong et al. 2020) [trainer setup]'\n"
                     "set xlabel 'step'\nset ylabel 'held-out NLL per token'\nset key top right\n",
                     o.lrs.size());
   struct Run {
@@ -673,17 +790,30 @@ int main(int argc, char** argv) {
   app.add_option("--norms", o.norms, "policies to measure: " + type_names(FigurePolicies{}))
       ->delimiter(',')
       ->capture_default_str();
+  app.add_option("--setup", o.setup,
+                 "the measured models and data: paper (untied output projection with bias, plain cross-entropy, no "
+                 "dropout, random tokens, decoder fed the target) or trainer (the trainer's tied, label-smoothed model "
+                 "with dropout on the synthetic task); dependency and warmup always use trainer")
+      ->check(CLI::IsMember(kSetups))
+      ->capture_default_str();
   app.add_option("--d-model", o.d_model, "model width of the measured models")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--ffn", o.ffn, "feed-forward width (0: 2 * d-model)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--heads", o.heads, "attention heads")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--dropout", o.dropout, "dropout of the measured models (same masks in every pass)")
+  app.add_option("--vocab", o.vocab, "paper setup: vocabulary of the random tokens")
+      ->check(CLI::Range(5, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--length", o.length, "paper setup: tokens per source and target sentence")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--dropout", o.dropout, "trainer setup: dropout of the measured models (same masks in every pass)")
       ->check(CLI::Range(0.f, 0.9f))
       ->capture_default_str();
   app.add_option("--batches", o.batches, "batches the gradient norms are averaged over")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "sequences per measurement batch")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--layers", o.layers, "layers per stack for grad_norms, dependency and admin_profile")
+  app.add_option("--layers", o.layers,
+                 "layers per stack for grad_norms, dependency and admin_profile; output_change's decoder layers")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--dependency-steps", o.dependency_steps, "dependency: training updates before the trained matrix")
@@ -692,15 +822,20 @@ int main(int argc, char** argv) {
   app.add_option("--depths", o.depths, "theorem1: layers per stack (comma-separated, at least 2)")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--seeds", o.seeds, "theorem1: models per depth")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--max-sublayers", o.max_sublayers,
-                 "output_change: the largest number of encoder sublayers N (depths 1, 2, 4, ... layers up to N/2)")
-      ->check(CLI::Range(4, 2000))
+  app.add_option("--seeds", o.seeds, "grad_norms and theorem1: models (seeds --seed, --seed + 1, ...) per point")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--sublayers", o.sublayers,
+                 "output_change: encoder sublayer counts N (even, comma-separated, at least 3; N / 2 layers)")
+      ->delimiter(',')
       ->capture_default_str();
   app.add_option("--perturb-seeds", o.perturb_seeds, "output_change: models (and sign draws) per depth")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--perturb-dropout", o.perturb_dropout, "output_change: dropout (0 as in the reference protocol)")
+  app.add_flag("--perturb-embeddings", o.perturb_embeddings,
+               "output_change: perturb the token embeddings too (the reference code's parameter set)");
+  app.add_option("--perturb-dropout", o.perturb_dropout,
+                 "output_change, trainer setup: dropout (0 as in the reference protocol)")
       ->check(CLI::Range(0.f, 0.9f))
       ->capture_default_str();
   app.add_option("--steps", o.steps, "warmup: training steps per run")->check(CLI::PositiveNumber)->capture_default_str();
@@ -715,7 +850,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--held-out", o.held_out, "warmup: held-out sequences")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--seed", o.seed, "model seed")->capture_default_str();
+  app.add_option("--seed", o.seed, "the first model seed")->capture_default_str();
   app.add_option("--threads", o.threads, "OpenMP threads (0: the OpenMP default)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -727,6 +862,13 @@ int main(int argc, char** argv) {
     LNF_EXPECTS_AS(ValueError, o.depths.size() >= 2, "--depths needs at least 2 depths, got {}", o.depths.size());
     for (int d : o.depths) LNF_EXPECTS_AS(ValueError, d >= 1, "--depths: {} is not a positive depth", d);
     std::sort(o.depths.begin(), o.depths.end());
+    o.depths.erase(std::unique(o.depths.begin(), o.depths.end()), o.depths.end());
+    LNF_EXPECTS_AS(ValueError, o.depths.size() >= 2, "--depths needs at least 2 different depths");
+    for (int N : o.sublayers)
+      LNF_EXPECTS_AS(ValueError, N >= 2 && N % 2 == 0, "--sublayers: {} is not a positive even count", N);
+    std::sort(o.sublayers.begin(), o.sublayers.end());
+    o.sublayers.erase(std::unique(o.sublayers.begin(), o.sublayers.end()), o.sublayers.end());
+    LNF_EXPECTS_AS(ValueError, o.sublayers.size() >= 3, "--sublayers needs at least 3 different counts (two fits)");
     for (auto const& n : o.norms) dispatch(FigurePolicies{}, n, [](auto) {}, "--norms");
     LNF_EXPECTS_AS(ValueError, !o.lrs.empty(), "--lrs is empty");
     for (float lr : o.lrs) LNF_EXPECTS_AS(ValueError, lr > 0 && std::isfinite(lr), "--lrs: {} is not a positive rate", lr);
@@ -734,26 +876,28 @@ int main(int argc, char** argv) {
     auto want = [&](std::string const& f) { return only.empty() || only.contains(f); };
     fs::create_directories(o.out);
 
-    fmt::print("paper_figures: writing to {}/ ; policies {}; {} OpenMP threads\n", o.out, fmt::join(o.norms, ", "),
-               omp_get_max_threads());
+    fmt::print("paper_figures: writing to {}/ ; --setup {} (each figure names the setup it measured); policies {}; "
+               "{} OpenMP threads\n",
+               o.out, o.setup, fmt::join(o.norms, ", "), omp_get_max_threads());
     if (!o.no_png && !have_gnuplot())
       fmt::print("paper_figures: gnuplot not found: writing CSV and .gp scripts only; render them with "
                  "`cd {} && for f in *.gp; do gnuplot \"$f\"; done` after `apt-get install gnuplot-nox` "
                  "(scripts/install-deps.sh)\n",
                  o.out);
+    Setup const st{&o, o.setup == "paper"};
     std::vector<std::pair<std::string, double>> times;
     auto timed = [&](std::string const& name, auto&& f) {
       if (!want(name)) return;
       double const t0 = elapsed();
-      f(o);
+      f();
       times.emplace_back(name, elapsed() - t0);
     };
-    timed("grad_norms", fig_grad_norms);
-    timed("theorem1", fig_theorem1);
-    timed("output_change", fig_output_change);
-    timed("dependency", fig_dependency);
-    timed("admin_profile", fig_admin_profile);
-    timed("warmup", fig_warmup);
+    timed("grad_norms", [&] { fig_grad_norms(o, st); });
+    timed("theorem1", [&] { fig_theorem1(o, st); });
+    timed("output_change", [&] { fig_output_change(o, st); });
+    timed("dependency", [&] { fig_dependency(o); });
+    timed("admin_profile", [&] { fig_admin_profile(o, st); });
+    timed("warmup", [&] { fig_warmup(o); });
     progress.clear();
 
     fmt::print("\ntime:");

@@ -43,7 +43,9 @@
 #include <lnformer/analysis/dependency.hpp>
 #include <lnformer/analysis/fit.hpp>
 #include <lnformer/analysis/gradients.hpp>
+#include <lnformer/analysis/paper_setup.hpp>
 #include <lnformer/analysis/perturbation.hpp>
+#include <lnformer/analysis/seed_summary.hpp>
 #include <lnformer/analysis/training_stats.hpp>
 
 #include <lnformer/optim/optimizers.hpp>

@@ -67,6 +67,27 @@ LNF_GPU_TEST_CASE("gpu Seq2Seq: every policy matches the reference loss and grad
   });
 }
 
+LNF_GPU_TEST_CASE("gpu Seq2Seq in the papers' analysis setup: an untied output projection with a bias") {
+  // PaperSetup (analysis/paper_setup.hpp): the output projection's bias and its gradient, plain
+  // cross-entropy, random tokens with the decoder fed the target.
+  PaperSetup const setup{.vocab = 13, .sentences = 3, .length = 5};
+  ModelConfig const c = setup.config(small_config(0.f));
+  for_each_type(NormPolicies{}, [&]<class Norm>(TypeTag<Norm>) {
+    std::string const what = fmt::format("Seq2Seq<{}>, paper setup", Norm::name);
+    Seq2Seq<Norm, Gpu> gpu(c, 7);
+    Seq2Seq<Norm, Reference> ref(c, 7);
+    ForwardContext const ctx{.training = true, .seed = 11, .pass = 3};
+    auto const sg = gpu.forward(setup.batch<Gpu>(4), ctx);
+    auto const sr = ref.forward(setup.batch<Reference>(4), ctx);
+    INFO(what);
+    CHECK(sg.tokens == sr.tokens);
+    CHECK(sg.loss == doctest::Approx(sr.loss).epsilon(kRtol));
+    gpu.backward(0.5f);
+    ref.backward(0.5f);
+    check_gradients(gpu, ref, what);
+  });
+}
+
 LNF_GPU_TEST_CASE("gpu LanguageModel: every policy matches the reference loss and gradients") {
   std::vector<std::vector<std::int32_t>> const seqs{{4, 5, 6, 7, 8}, {9, 10}, {11, 12, 4}};
   for_each_type(NormPolicies{}, [&]<class Norm>(TypeTag<Norm>) {

@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <filesystem>
@@ -74,17 +75,59 @@ TEST_CASE_TEMPLATE("LanguageModel finite-difference gradients of every parameter
   gradient_check_model(m, tiny_lm_batch(), std::string(Norm::name) + " lm");
 }
 
-TEST_CASE("Seq2Seq with separate embeddings and an untied output projection") {
+TEST_CASE("Seq2Seq with separate embeddings and an untied output projection, with and without a bias") {
+  for (bool bias : {false, true}) {
+    CAPTURE(bias);
+    auto c = tiny_config();
+    c.share_embeddings = false;
+    c.tie_output = false;
+    c.output_bias = bias;
+    Seq2Seq<PreLN, Cpu> m(c, 4);
+    std::map<std::string, Parameter<Cpu>*> names;
+    for (auto& p : m.parameters()) names.emplace(p.name, p.param);
+    CHECK(names.count("encoder.embed_tokens.weight") == 1);
+    CHECK(names.count("decoder.embed_tokens.weight") == 1);
+    CHECK(names.count("decoder.output_projection.weight") == 1);
+    CHECK(names.count("decoder.output_projection.bias") == (bias ? 1 : 0));
+    if (bias) {
+      auto* b = names.at("decoder.output_projection.bias");
+      CHECK(b->shape() == Shape{c.vocab});
+      CHECK_FALSE(b->decay);  // a bias: no weight decay, not perturbed by the amplification analysis
+      // PyTorch's nn.Linear default under the fairseq scheme: U(+-1/sqrt(d)), not all zero.
+      auto const h = b->value.to_host();
+      double const bound = 1.0 / std::sqrt(static_cast<double>(c.d_model));
+      CHECK(std::any_of(h.begin(), h.end(), [](float v) { return v != 0.f; }));
+      CHECK(std::all_of(h.begin(), h.end(), [&](float v) { return std::abs(v) <= bound; }));
+    }
+    Rng rng(6);
+    perturb_constant_parameters(m, rng);
+    gradient_check_model(m, tiny_batch(), bias ? "pre untied, bias" : "pre untied");
+  }
+}
+
+TEST_CASE("a tied output projection with a bias: the bias is the head's own parameter") {
   auto c = tiny_config();
-  c.share_embeddings = false;
-  c.tie_output = false;
-  Seq2Seq<PreLN, Cpu> m(c, 4);
+  c.output_bias = true;
+  Seq2Seq<PostLN, Cpu> m(c, 4);
   std::set<std::string> names;
   for (auto& p : m.parameters()) names.insert(p.name);
-  CHECK(names.count("encoder.embed_tokens.weight") == 1);
-  CHECK(names.count("decoder.embed_tokens.weight") == 1);
-  CHECK(names.count("decoder.output_projection.weight") == 1);
-  gradient_check_model(m, tiny_batch(), "pre untied");
+  CHECK(names.count("decoder.output_projection.weight") == 0);
+  CHECK(names.count("decoder.output_projection.bias") == 1);
+  Rng rng(8);
+  perturb_constant_parameters(m, rng);
+  gradient_check_model(m, tiny_batch(), "post tied, bias");
+  c.init = InitScheme::xavier_normal;  // every bias of that scheme starts at 0
+  LanguageModel<PreLN, Cpu> lm(c, 5);
+  int found = 0;
+  for (auto& p : lm.parameters())
+    if (p.name == "decoder.output_projection.bias") {
+      ++found;
+      auto const h = p.param->value.to_host();
+      CHECK(std::all_of(h.begin(), h.end(), [](float v) { return v == 0.f; }));
+    }
+  CHECK(found == 1);
+  perturb_constant_parameters(lm, rng);
+  gradient_check_model(lm, tiny_lm_batch(), "pre lm tied, bias");
 }
 
 namespace {
@@ -146,6 +189,7 @@ TEST_CASE_TEMPLATE("backward reports each layer's parameters once their gradient
   check_gradient_reports(m, tiny_batch(), order);
   c.share_embeddings = false;
   c.tie_output = false;
+  c.output_bias = true;  // the bias, like the untied weight, collects gradient until the very end
   Seq2Seq<Norm, Cpu> untied(c, 4);
   check_gradient_reports(untied, tiny_batch(), order);
 

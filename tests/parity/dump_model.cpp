@@ -1,4 +1,4 @@
-// dump_model <policy> <seq2seq|lm> <out.safetensors>
+// dump_model <policy> <seq2seq|lm> <out.safetensors> [paper]
 //
 // The C++ half of the PyTorch parity test (tests/parity/parity.py): builds a small model of the
 // given normalization policy, gives every parameter that starts at a constant (LayerNorm gains and
@@ -13,7 +13,11 @@
 // loss, nll, tokens (decimal strings, loss and nll with 17 significant digits).
 //
 // The variants differ per policy so that the parity test covers, across the suite: ReLU and GELU,
-// shared and separate encoder/decoder embeddings, tied and untied output projections, 2 and 4 heads.
+// shared and separate encoder/decoder embeddings, tied and untied output projections, with and without
+// an output bias (tied with a bias too), 2 and 4 heads. With `paper`, a Seq2Seq in the setup of the
+// papers' measurements (analysis/paper_setup.hpp: untied output projection with a bias, plain
+// cross-entropy, a batch of random tokens with the decoder fed the target), the models and data that
+// paper_figures measures by default.
 #include <lnformer/lnformer.hpp>
 
 #include <fmt/format.h>
@@ -34,30 +38,35 @@ struct Variant {
   ops::Activation act;
   bool share_embeddings;
   bool tie_output;
+  bool output_bias;
   std::int64_t heads;
 };
 
 /// One variant per (policy, kind); see the header comment.
 Variant variant_for(std::string_view policy, bool lm) {
   using ops::Activation;
-  if (policy == "post") return lm ? Variant{Activation::gelu, true, true, 4} : Variant{Activation::relu, true, true, 2};
+  if (policy == "post")
+    return lm ? Variant{Activation::gelu, true, true, true, 4} : Variant{Activation::relu, true, true, false, 2};
   if (policy == "pre")
-    return lm ? Variant{Activation::relu, true, false, 2} : Variant{Activation::gelu, false, false, 4};
+    return lm ? Variant{Activation::relu, true, false, false, 2} : Variant{Activation::gelu, false, false, true, 4};
   if (policy == "admin")
-    return lm ? Variant{Activation::gelu, true, true, 2} : Variant{Activation::relu, true, false, 2};
+    return lm ? Variant{Activation::gelu, true, true, false, 2} : Variant{Activation::relu, true, false, false, 2};
   if (policy == "deepnorm")
-    return lm ? Variant{Activation::relu, true, false, 4} : Variant{Activation::gelu, false, true, 4};
-  return lm ? Variant{Activation::gelu, true, true, 4} : Variant{Activation::relu, false, false, 2};  // rezero
+    return lm ? Variant{Activation::relu, true, false, true, 4} : Variant{Activation::gelu, false, true, false, 4};
+  return lm ? Variant{Activation::gelu, true, true, false, 4}  // rezero
+            : Variant{Activation::relu, false, false, false, 2};
 }
 
-ModelConfig make_config(std::string_view policy, bool lm) {
+ModelConfig make_config(std::string_view policy, bool lm, bool paper) {
   Variant const v = variant_for(policy, lm);
   // Different encoder and decoder depths, so that a swapped DeepNorm constant would show.
-  return ModelConfig{.enc_layers = 3, .dec_layers = lm ? 3 : 2, .d_model = 16, .ffn = 32, .heads = v.heads,
-                     .vocab = 23, .max_positions = 64, .dropout = 0.f, .attention_dropout = 0.f,
-                     .activation_dropout = 0.f, .activation = v.act, .padding_idx = 1,
-                     .share_embeddings = v.share_embeddings, .tie_output = v.tie_output,
-                     .init = InitScheme::fairseq, .zero_init_qk = false, .label_smoothing = 0.1f};
+  ModelConfig const c{.enc_layers = 3, .dec_layers = lm ? 3 : 2, .d_model = 16, .ffn = 32, .heads = v.heads,
+                      .vocab = 23, .max_positions = 64, .dropout = 0.f, .attention_dropout = 0.f,
+                      .activation_dropout = 0.f, .activation = v.act, .padding_idx = 1,
+                      .share_embeddings = v.share_embeddings, .tie_output = v.tie_output,
+                      .output_bias = v.output_bias, .init = InitScheme::fairseq, .zero_init_qk = false,
+                      .label_smoothing = 0.1f};
+  return paper ? PaperSetup{.vocab = c.vocab}.config(c) : c;
 }
 
 std::string config_json(ModelConfig const& c, bool lm) {
@@ -72,6 +81,7 @@ std::string config_json(ModelConfig const& c, bool lm) {
                    {"padding_idx", c.padding_idx},
                    {"share_embeddings", c.share_embeddings},
                    {"tie_output", c.tie_output},
+                   {"output_bias", c.output_bias},
                    {"label_smoothing", static_cast<double>(c.label_smoothing)},
                    {"layer_norm_eps", 1e-5}};
   return j.dump();
@@ -132,10 +142,10 @@ int run(Model& m, BatchT const& batch, std::vector<std::pair<std::string, io::Sa
 }
 
 template <class Norm>
-int dump(std::string const& kind, std::string const& out) {
+int dump(std::string const& kind, std::string const& out, bool paper) {
   std::string const policy(Norm::name);
   bool const lm = kind == "lm";
-  ModelConfig const c = make_config(policy, lm);
+  ModelConfig const c = make_config(policy, lm, paper);
   if (lm) {
     // Variable lengths: rows are right-padded; token 0 (bos) and 3 (unk) are ordinary ids here.
     auto const batch = make_lm_batch<Cpu>({{4, 5, 6, 7, 8, 9}, {10, 11}, {12, 13, 4, 22}, {0, 3, 21}});
@@ -146,8 +156,10 @@ int dump(std::string const& kind, std::string const& out) {
                 {"target", io::SaveView(batch.target)}},
                policy, kind, out);
   }
-  auto const batch = make_batch<Cpu>({{4, 5, 6, 7, 8}, {9, 10}, {11, 12, 4, 13, 14, 15}, {22, 3}},
-                                     {{5, 6, 7}, {8, 9, 10, 11, 12}, {13}, {0, 20, 21, 4}});
+  // The paper setup's data: random tokens without padding, the decoder fed the target itself.
+  auto const batch = paper ? PaperSetup{.vocab = c.vocab, .sentences = 3, .length = 6}.batch<Cpu>(29)
+                           : make_batch<Cpu>({{4, 5, 6, 7, 8}, {9, 10}, {11, 12, 4, 13, 14, 15}, {22, 3}},
+                                             {{5, 6, 7}, {8, 9, 10, 11, 12}, {13}, {0, 20, 21, 4}});
   Seq2Seq<Norm, Cpu> m(c, 13);
   return run(m, batch,
              {{"src", io::SaveView(batch.src)},
@@ -161,18 +173,20 @@ int dump(std::string const& kind, std::string const& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s <post|pre|admin|deepnorm|rezero> <seq2seq|lm> <out.safetensors>\n", argv[0]);
+  if (argc != 4 && !(argc == 5 && std::string_view(argv[4]) == "paper")) {
+    std::fprintf(stderr, "usage: %s <post|pre|admin|deepnorm|rezero> <seq2seq|lm> <out.safetensors> [paper]\n",
+                 argv[0]);
     return 2;
   }
   std::string const policy = argv[1], kind = argv[2], out = argv[3];
+  bool const paper = argc == 5;
   if (kind != "seq2seq" && kind != "lm") {
     std::fprintf(stderr, "dump_model: unknown kind '%s' (seq2seq or lm)\n", kind.c_str());
     return 2;
   }
   try {
     return dispatch(
-        NormPolicies{}, policy, [&]<class Norm>(TypeTag<Norm>) { return dump<Norm>(kind, out); },
+        NormPolicies{}, policy, [&]<class Norm>(TypeTag<Norm>) { return dump<Norm>(kind, out, paper); },
         "normalization policy");
   } catch (std::exception const& e) {
     std::fprintf(stderr, "dump_model: %s\n", e.what());

@@ -10,8 +10,9 @@ This script rebuilds the same model in plain PyTorch (no fairseq), with fairseq'
 conventions written out: MultiheadAttention (q/k/v/out_proj, q scaled by head_dim^-0.5),
 the FFN fc2(act(fc1(x))), LayerNorm (eps 1e-5), token embedding * sqrt(d) + sinusoidal positions
 (fairseq's make_positions and table), the residual wiring of each policy as PAPERS.md section 1
-states it, the output projection and fairseq's label-smoothed cross-entropy (PAPERS.md section 5)
-summed over non-padding targets. It runs in float64 (the reference) and compares, with the error
+states it, the output projection (the decoder embedding when tied, else its own weight; plus its own
+bias when the config has output_bias, as nn.Linear) and fairseq's label-smoothed cross-entropy
+(PAPERS.md section 5; plain cross-entropy at label smoothing 0) summed over non-padding targets. It runs in float64 (the reference) and compares, with the error
 max|cpp - ref| / max|ref| per tensor (at most 1e-4): the loss, the nll, the token count, the logits
 of every non-padding target position, the positions, and every gradient, name by name; the set of
 parameter names must be exactly the set the architecture has, and every parameter must have a
@@ -230,8 +231,14 @@ def seq2seq_logits(P, cfg, pol, batch):
                          lambda h: feed_forward(P, layer, h, cfg["activation"]))
         i += 3
     x = pol.final(P, "decoder", x)
-    out = dec_emb if cfg["tie_output"] else "decoder.output_projection.weight"
-    return F.linear(x, P[out])
+    return output_projection(P, cfg, dec_emb, x)
+
+
+def output_projection(P, cfg, embedding, x):
+    """The logits: x W^T (+ b). W is the decoder embedding when tied; b only with output_bias."""
+    w = P[embedding] if cfg["tie_output"] else P["decoder.output_projection.weight"]
+    b = P["decoder.output_projection.bias"] if cfg["output_bias"] else None
+    return F.linear(x, w, b)
 
 
 def lm_logits(P, cfg, pol, batch):
@@ -241,8 +248,7 @@ def lm_logits(P, cfg, pol, batch):
     emb = "decoder.embed_tokens.weight"
     x = encoder_stack(P, cfg, pol, "decoder", embed(P, cfg, emb, inp, table), cfg["dec_layers"], inp.eq(pad),
                       causal_mask(inp.shape[1]))
-    out = emb if cfg["tie_output"] else "decoder.output_projection.weight"
-    return F.linear(x, P[out])
+    return output_projection(P, cfg, emb, x)
 
 
 def label_smoothed_loss(logits, target, eps, pad):

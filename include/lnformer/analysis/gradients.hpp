@@ -1,15 +1,17 @@
 #pragma once
 // Gradient norms at initialisation (Xiong et al. 2020, PAPERS.md section 3):
 //   gradient_norms(model, batches, ctx)   Frobenius norm of every parameter's gradient of the mean
-//                                         loss, and per layer the norms of its FFN weights (fc1, fc2,
-//                                         both) and of all its parameters; each averaged over the
-//                                         batches (one forward/backward per batch, norms averaged);
+//                                         loss, and per layer the norms of its FFN weights (fc1, fc2 =
+//                                         W^{2,l} of Figure 3, both) and of all its parameters; each
+//                                         averaged over the batches (one forward/backward per batch);
 //   last_fc2_grad_norm(profile, stack)    ||dL/dW^{2,L}||_F: fc2.weight of the stack's last layer
 //                                         (Theorem 1);
-//   last_fc2_grad_norm_vs_depth<M, Norm>  that norm for models of several depths (Theorem 1's panel).
+//   last_fc2_grad_norm_vs_depth<M, Norm>  that norm for models of several depths (Theorem 1's panel),
+//                                         per seed, with the mean and SeedSummary (median, spread).
 // Gradients are left zeroed; parameters are not changed.
 
 #include <lnformer/analysis/common.hpp>
+#include <lnformer/analysis/seed_summary.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -28,8 +30,8 @@ struct ParameterGradNorm {
 struct LayerGradNorm {
   LayerSite site;
   double fc1 = 0;  ///< ||dL/d fc1.weight||_F
-  double fc2 = 0;  ///< ||dL/d fc2.weight||_F
-  double ffn = 0;  ///< sqrt(fc1^2 + fc2^2): the layer's FFN weights (Xiong et al., Figure 3)
+  double fc2 = 0;  ///< ||dL/d fc2.weight||_F: W^{2,l}, the quantity of Xiong et al.'s Figure 3 and Theorem 1
+  double ffn = 0;  ///< sqrt(fc1^2 + fc2^2): both FFN weights together
   double all = 0;  ///< every parameter of the layer (biases, LayerNorms, Admin w included)
 };
 
@@ -120,27 +122,31 @@ inline double last_fc2_grad_norm(GradientProfile const& prof, StackKind stack = 
 }
 
 struct DepthValue {
-  int layers = 0;     ///< layers per stack
-  double value = 0;   ///< the measured quantity, averaged over the seeds
+  int layers = 0;                ///< layers per stack
+  double value = 0;              ///< the measured quantity, averaged over the seeds
+  std::vector<double> per_seed;  ///< the quantity of each seed's model, in seed order
+  [[nodiscard]] SeedSummary summary() const { return summarize(per_seed); }
 };
 
 /// Theorem 1's panel: for each depth L (layers per stack), ||dL/dW^{2,L}||_F of the last layer of
-/// `stack` at initialisation (seeds model_seed, model_seed + 1, ...; averaged over seeds and batches).
-/// AdminLN models are profiled on batches[0] first.
+/// `stack` at initialisation, for the models of seeds model_seed, model_seed + 1, ... (each averaged
+/// over the batches). AdminLN models are profiled on batches[0] first.
 template <template <class, class> class M, class Norm, class B = Cpu, class BatchT>
 std::vector<DepthValue> last_fc2_grad_norm_vs_depth(ModelConfig const& base, std::vector<int> const& depths,
                                                     std::span<BatchT const> batches, ForwardContext const& ctx,
                                                     StackKind stack = StackKind::decoder, int seeds = 1,
                                                     std::uint64_t model_seed = 1) {
   std::vector<DepthValue> out;
+  LNF_EXPECTS_AS(ValueError, seeds >= 1, "last_fc2_grad_norm_vs_depth: {} seeds", seeds);
   for (int L : depths) {
-    double sum = 0;
+    DepthValue pt{L, 0, {}};
     for (int s = 0; s < seeds; ++s) {
       auto model = make_model_with_depth<M, Norm, B>(base, L, model_seed + static_cast<std::uint64_t>(s));
       prepare_for_analysis(*model, batches[0], ctx);
-      sum += last_fc2_grad_norm(gradient_norms(*model, batches, ctx), stack);
+      pt.per_seed.push_back(last_fc2_grad_norm(gradient_norms(*model, batches, ctx), stack));
     }
-    out.push_back({L, sum / seeds});
+    pt.value = pt.summary().mean;
+    out.push_back(std::move(pt));
   }
   return out;
 }

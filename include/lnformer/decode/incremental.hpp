@@ -127,7 +127,8 @@ class IncrementalDecoder {
     }
     x = model_->decoder.final.forward(x);
     auto logits = detail::ensure(logits_, Shape{rows_, v});
-    ops::linear_forward(B{}, logits, x.reshape(Shape{rows_, d_}), model_->head.weight().value, CView<B>{});
+    ops::linear_forward(B{}, logits, x.reshape(Shape{rows_, d_}), model_->head.weight().value,
+                        model_->head.bias().value);
     ++step_;
     return logits;
   }

@@ -30,6 +30,9 @@ struct ModelConfig {
   std::int32_t padding_idx = 1;
   bool share_embeddings = true;     ///< encoder and decoder share one token embedding
   bool tie_output = true;           ///< the output projection is the decoder's token embedding
+  /// The output projection adds a bias [vocab] ("decoder.output_projection.bias"): fairseq has none;
+  /// PyTorch's nn.Linear head (what nn.Transformer users add) and the papers' analysis setup have one.
+  bool output_bias = false;
   InitScheme init = InitScheme::fairseq;
   bool zero_init_qk = false;        ///< zero query and key projections (Xiong et al.'s analysis option)
   float label_smoothing = 0.1f;     ///< fairseq's label-smoothed cross-entropy epsilon

@@ -1,7 +1,8 @@
 #pragma once
 // LanguageModel<Norm, B>: a decoder-only Transformer (fairseq's transformer_lm): a stack of
-// self-attention + FFN layers under a causal mask, the final LayerNorm when the policy has one, and a
-// tied output projection. Parameter names follow fairseq's decoder ("decoder.layers.0.self_attn...").
+// self-attention + FFN layers under a causal mask, the final LayerNorm when the policy has one, and the
+// output projection (tied to the embedding unless ModelConfig::tie_output is false; a bias with
+// ModelConfig::output_bias). Parameter names follow fairseq's decoder ("decoder.layers.0.self_attn...").
 
 #include <lnformer/model/batch.hpp>
 #include <lnformer/model/stack.hpp>
@@ -65,7 +66,7 @@ class LanguageModel {
     ParameterList<B> out;
     embed_.collect("decoder.embed_tokens", out);
     decoder.collect(out);
-    head.collect("decoder.output_projection.weight", out);
+    head.collect("decoder.output_projection", out);
     return out;
   }
   void zero_grad() {

@@ -78,7 +78,7 @@ class Seq2Seq {
     if (tgt_embed_) tgt_embed_->collect("decoder.embed_tokens", out);
     encoder.collect(out);
     decoder.collect(out);
-    head.collect("decoder.output_projection.weight", out);
+    head.collect("decoder.output_projection", out);
     return out;
   }
   void zero_grad() {

@@ -189,19 +189,34 @@ struct LossStats {
   [[nodiscard]] double mean_nll() const { return tokens ? nll / static_cast<double>(tokens) : 0.0; }
 };
 
-/// Output projection (tied to a token embedding, or a weight of its own) followed by fairseq's
-/// label-smoothed cross-entropy.
+/// Output projection (tied to a token embedding, or a weight of its own; with ModelConfig::output_bias
+/// a bias [V] of its own) followed by fairseq's label-smoothed cross-entropy (plain cross-entropy when
+/// label_smoothing is 0).
 template <class B>
 class OutputHead {
  public:
   OutputHead(ModelConfig const& c, TokenEmbedding<B>* tied)
       : tied_(tied), eps_(c.label_smoothing), pad_(c.padding_idx) {
     if (tied_ == nullptr) own_ = Parameter<B>(Shape{c.vocab, c.d_model});
+    if (c.output_bias) bias_ = Parameter<B>(Shape{c.vocab}, /*weight_decay=*/false);
   }
+  /// An untied weight: N(0, d^-1/2) (fairseq's output projection). The bias: U(+-1/sqrt(d)) under the
+  /// fairseq scheme (PyTorch's nn.Linear default, what nn.Transformer users put there), 0 under
+  /// xavier_normal (as every other bias of that scheme).
   void reset_parameters(Rng& rng, ModelConfig const& c) {
-    if (tied_ == nullptr) init::normal(own_.value, rng, 1.0 / std::sqrt(static_cast<double>(c.d_model)));
+    double const d = static_cast<double>(c.d_model);
+    if (tied_ == nullptr) init::normal(own_.value, rng, 1.0 / std::sqrt(d));
+    if (has_bias()) {
+      if (c.init == InitScheme::fairseq)
+        init::uniform(bias_.value, rng, 1.0 / std::sqrt(d));
+      else
+        init::constant(bias_.value, 0.f);
+    }
   }
   Parameter<B>& weight() { return tied_ != nullptr ? tied_->weight : own_; }
+  /// The bias [V]; its value is empty without ModelConfig::output_bias.
+  Parameter<B>& bias() { return bias_; }
+  [[nodiscard]] bool has_bias() const { return bias_.value.numel() != 0; }
 
   /// h [N, T, d] -> logits [N, T, V]; the loss against target [N, T].
   LossStats forward(CView<B> h, TensorView<B, std::int32_t const> target) {
@@ -210,7 +225,7 @@ class OutputHead {
     std::int64_t const rows = h.numel() / h.size(-1), v = weight().value.size(0);
     logits_ = detail::ensure(logits_buf_, Shape{h.size(0), h.size(1), v});
     ops::linear_forward(B{}, logits_.reshape(Shape{rows, v}), h.reshape(Shape{rows, h.size(-1)}), weight().value,
-                        CView<B>{});
+                        bias_.value);
     auto loss = detail::ensure(loss_, Shape{rows});
     auto nll = detail::ensure(nll_, Shape{rows});
     auto lse = detail::ensure(lse_, Shape{rows});
@@ -226,7 +241,7 @@ class OutputHead {
     }
     return s;
   }
-  /// d(sum of losses * grad_scale) -> d h; the projection weight's gradient accumulates.
+  /// d(sum of losses * grad_scale) -> d h; the projection weight's (and bias's) gradient accumulates.
   CView<B> backward(float grad_scale) {
     std::int64_t const rows = h_.numel() / h_.size(-1), v = logits_.size(-1);
     auto dloss = detail::ensure(dloss_, Shape{rows});
@@ -235,13 +250,15 @@ class OutputHead {
     ops::cross_entropy_backward(B{}, dlogits, dloss, CView<B>(logits_).reshape(Shape{rows, v}), lse_,
                                 target_.reshape(Shape{rows}), eps_, pad_);
     auto dh = detail::ensure(dh_, h_.shape());
-    ops::linear_backward(B{}, dh.reshape(Shape{rows, h_.size(-1)}), weight().grad, View<B>{}, dlogits,
+    ops::linear_backward(B{}, dh.reshape(Shape{rows, h_.size(-1)}), weight().grad, bias_.grad, dlogits,
                          h_.reshape(Shape{rows, h_.size(-1)}), weight().value);
     return dh;
   }
   [[nodiscard]] CView<B> logits() const { return logits_; }
-  void collect(std::string const& name, ParameterList<B>& out) {
-    if (tied_ == nullptr) out.push_back({name, &own_});
+  /// `prefix`.weight when untied, `prefix`.bias when there is one ("decoder.output_projection").
+  void collect(std::string const& prefix, ParameterList<B>& out) {
+    if (tied_ == nullptr) out.push_back({prefix + ".weight", &own_});
+    if (has_bias()) out.push_back({prefix + ".bias", &bias_});
   }
 
  private:
@@ -251,7 +268,7 @@ class OutputHead {
     return h;
   }
   TokenEmbedding<B>* tied_;
-  Parameter<B> own_;
+  Parameter<B> own_, bias_;
   float eps_;
   std::int32_t pad_;
   CView<B> h_;
