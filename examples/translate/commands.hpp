@@ -59,11 +59,16 @@ struct AverageOptions {
   fs::path output;
 };
 
+struct FoldAdminOptions {
+  fs::path checkpoint, output;
+};
+
 int cmd_prepare(PrepareCli p);
 int cmd_train(TrainOptions const& o, RunConfig cli_cfg);
 int cmd_translate(InferOptions const& o);
 int cmd_evaluate(InferOptions const& o);
 int cmd_score(ScoreOptions const& o);
 int cmd_average(AverageOptions const& o);
+int cmd_fold_admin(FoldAdminOptions const& o);
 
 }  // namespace translate

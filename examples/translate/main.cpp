@@ -7,6 +7,7 @@
 //   echo "Datei nicht gefunden" | translate translate --out runs/de-en
 //   translate evaluate --out runs/de-en       BLEU (sacreBLEU default, with signature) and chrF on test
 //   translate average --out runs/de-en --last 4 --output runs/de-en/checkpoint_avg.safetensors
+//   translate fold-admin --checkpoint runs/admin/checkpoint_best.safetensors --output runs/admin/folded.safetensors
 //   translate score --hyp test.hyp --ref data/de-en/test.en   BLEU and chrF of any hypothesis file
 //
 // Exit status: 0 done; 1 bad options, data or checkpoint (a clear message); 3 training diverged (the
@@ -245,6 +246,13 @@ int main(int argc, char** argv) {
   av->add_option("--out", out_a, "run directory for --last")->capture_default_str();
   av->add_option("--output", output_a, "the averaged checkpoint to write")->required();
 
+  FoldAdminOptions fo;
+  std::string fold_in, fold_out;
+  auto* fa = app.add_subcommand("fold-admin", "write an AdminLN checkpoint as the PostLN model that computes the same "
+                                              "function (w folded into LayerNorms and first linear maps)");
+  fa->add_option("--checkpoint", fold_in, "the AdminLN checkpoint")->required();
+  fa->add_option("--output", fold_out, "the PostLN checkpoint to write")->required();
+
   // CLI11_PARSE would exit with CLI11's own codes (105 validation, 106 required, 109 extras, 114
   // arguments...); the documented status of every option error is 1. Help is not an error (0).
   try {
@@ -282,6 +290,11 @@ int main(int argc, char** argv) {
       ao.out = out_a;
       ao.output = output_a;
       return cmd_average(ao);
+    }
+    if (*fa) {
+      fo.checkpoint = fold_in;
+      fo.output = fold_out;
+      return cmd_fold_admin(fo);
     }
     io_e.out = out_e;
     io_e.data = data_e;

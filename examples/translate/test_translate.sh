@@ -19,7 +19,8 @@
 #               files and counts named), invalid UTF-8 (file and line named), missing file.
 #   translate   translate and evaluate run on a trained checkpoint (stdin -> stdout; BLEU signature);
 #               score gives evaluate's numbers for its output and refuses mismatched files; average
-#               writes the elementwise mean of two checkpoints, usable by translate and evaluate.
+#               writes the elementwise mean of two checkpoints, usable by translate and evaluate;
+#               fold-admin writes an AdminLN run as a PostLN model that translates the same.
 #   study       scripts/study-depth.sh at toy size: both runs finish, log statistics, are scored
 #               (best and averaged checkpoints) and summarised; a second call trains nothing again.
 #   mpi         (needs LNF_MPIEXEC, the launcher with its options) data-parallel runs on 2 ranks: one
@@ -236,6 +237,25 @@ EOF
   expect_status 0 avg_eval.log "evaluate the averaged checkpoint"
   "$bin" average --inputs run/checkpoint_4.safetensors data/train.de --output bad.safetensors > avg_bad.log 2>&1
   expect_status 1 avg_bad.log "average of a non-checkpoint"
+  # fold-admin: an AdminLN run written as PostLN translates the test split to the same words.
+  admin_tiny=("${tiny[@]}")
+  for i in "${!admin_tiny[@]}"; do [[ ${admin_tiny[i]} == --norm ]] && admin_tiny[i + 1]=admin; done
+  "$bin" --threads 2 train --data data --out admin "${admin_tiny[@]}" --max-steps 4 --checkpoint-every 4 > admin.log 2>&1
+  expect_status 0 admin.log "training AdminLN"
+  "$bin" fold-admin --checkpoint admin/checkpoint_best.safetensors --output admin/folded.safetensors > fold.log 2>&1
+  expect_status 0 fold.log "fold-admin"
+  expect_in fold.log "w decoder sublayer  1: mean [0-9.]+" "fold-admin prints w"
+  expect_in fold.log "into a PostLN model" "fold-admin message"
+  expect_in fold.log "largest logit difference [0-9.]+e-(0[5-9]|[1-9][0-9])" "folded logits equal to 1e-5"
+  "$bin" evaluate --data data --checkpoint admin/checkpoint_best.safetensors --beam 2 --output admin.hyp > admin_eval.log 2>&1
+  expect_status 0 admin_eval.log "evaluate AdminLN"
+  "$bin" evaluate --data data --checkpoint admin/folded.safetensors --beam 2 --output folded.hyp > folded_eval.log 2>&1
+  expect_status 0 folded_eval.log "evaluate the folded PostLN model"
+  expect_in folded_eval.log "post" "the folded checkpoint is a PostLN model"
+  cmp -s admin.hyp folded.hyp || { diff admin.hyp folded.hyp | head; fail "the folded model translates differently"; }
+  "$bin" fold-admin --checkpoint run/checkpoint_4.safetensors --output bad.safetensors > fold_bad.log 2>&1
+  expect_status 1 fold_bad.log "fold-admin of a non-Admin checkpoint"
+  expect_in fold_bad.log "fold-admin folds AdminLN checkpoints" "fold-admin refusal"
   ;;
 
 study)

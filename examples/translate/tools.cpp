@@ -1,5 +1,7 @@
 // translate score: BLEU and chrF of any hypothesis file against a reference file (sacreBLEU's
-// defaults and signatures). translate average: one checkpoint whose parameters are the mean of
+// defaults and signatures). translate fold-admin: an AdminLN checkpoint as the plain PostLN model that
+// computes the same function (analysis/admin.hpp's fold_admin), with the profiled and trained w printed.
+// translate average: one checkpoint whose parameters are the mean of
 // several checkpoints' (fairseq's average_checkpoints), loadable by translate and evaluate.
 
 #include "commands.hpp"
@@ -107,6 +109,64 @@ int cmd_average(AverageOptions const& o) {
         return 0;
       },
       "--norm (of the checkpoint)");
+}
+
+int cmd_fold_admin(FoldAdminOptions const& o) {
+  auto const file = io::SafetensorsFile::open(o.checkpoint.string());
+  io::verify_checksum(file, /*required=*/true);
+  RunConfig cfg = config_of(file.metadata(), file.source());
+  LNF_EXPECTS_AS(ValueError, cfg.norm == "admin", "'{}' is a --norm {} checkpoint; fold-admin folds AdminLN checkpoints",
+                 o.checkpoint.string(), cfg.norm);
+  // This command is about Admin by nature: it names the policy on purpose.
+  Seq2Seq<AdminLN, Cpu> admin(model_config(cfg), cfg.seed);
+  io::load_parameters(file, admin.parameters(), io::LoadOptions{.allow_extra = true});
+  // w per sublayer: the mean over channels (w is per channel and trained after its profile) and its range.
+  admin.for_each_residual([&](auto& res, auto&, StackKind k, int i) {
+    auto const w = res.w.value.to_host();
+    double sum = 0;
+    float lo = w.front(), hi = w.front();
+    for (float v : w) sum += v, lo = std::min(lo, v), hi = std::max(hi, v);
+    fmt::print("w {} sublayer {:2d}: mean {:.4f}, min {:.4f}, max {:.4f}\n",
+               k == StackKind::encoder ? "encoder" : "decoder", i, sum / static_cast<double>(w.size()), lo, hi);
+  });
+  auto const post = fold_admin(admin, cfg.seed);
+  // The evidence that the two compute the same function: logits of both on a fixed batch of 8 random
+  // sentences (tokens 4.. of the vocabulary, 5-24 long), in evaluation mode.
+  {
+    auto const mc = model_config(cfg);
+    Rng rng(cfg.seed);
+    std::vector<std::vector<std::int32_t>> src(8), tgt(8);
+    auto const draw = [&](std::vector<std::int32_t>& s) {
+      s.resize(5 + rng.below(20));
+      for (auto& t : s) t = 4 + static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(mc.vocab - 4)));
+    };
+    for (std::size_t i = 0; i < src.size(); ++i) draw(src[i]), draw(tgt[i]);
+    auto const b = make_batch<Cpu>(src, tgt);
+    ForwardContext const eval{.training = false};
+    double const la = admin.forward(b, eval).loss, lp = post->forward(b, eval).loss;
+    CView<Cpu> const ga = admin.logits(), gp = post->logits();  // host memory, contiguous
+    double worst = 0, scale = 0;
+    for (std::int64_t i = 0; i < ga.numel(); ++i) {
+      worst = std::max(worst, std::abs(static_cast<double>(ga.data()[i]) - gp.data()[i]));
+      scale = std::max(scale, std::abs(static_cast<double>(ga.data()[i])));
+    }
+    fmt::print("check on 8 random sentences: loss AdminLN {:.6f}, folded PostLN {:.6f}; largest logit difference "
+               "{:.2e} (largest logit {:.2f})\n", la, lp, worst, scale);
+    LNF_EXPECTS_AS(ValueError, worst <= 1e-3 * std::max(1.0, scale),
+                   "the folded model's logits differ from the AdminLN model's by {:.2e}: not written", worst);
+  }
+  cfg.norm = "post";
+  std::vector<io::NamedTensor> named;
+  for (auto const& p : post->parameters()) named.emplace_back(p.name, io::SaveView(p.param->value.cview()));
+  std::map<std::string, std::string> meta{{"translate/format", std::string(kFormat)},
+                                          {"translate/config", json(cfg).dump()},
+                                          {"translate/folded_from", o.checkpoint.filename().string()}};
+  if (file.metadata().contains("optim/step")) meta["optim/step"] = file.metadata().at("optim/step");
+  meta[std::string(io::kChecksumKey)] = io::content_sha256(named, meta);
+  io::save_safetensors(o.output.string(), named, meta);
+  fmt::print("folded the AdminLN model of {} into a PostLN model ({} parameters) in {}\n", o.checkpoint.string(),
+             named.size(), o.output.string());
+  return 0;
 }
 
 }  // namespace translate
