@@ -12,6 +12,7 @@
 #include <lnformer/backend/cuda/tag.hpp>
 
 #if defined(__CUDACC__)
+#include <lnformer/backend/cpu/optimizer.hpp>  // oneDNN-free: optimizer state staged on the host
 #include <lnformer/backend/cuda/all.cuh>
 #else
 #include <lnformer/backend/cpu/all.hpp>

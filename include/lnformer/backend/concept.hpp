@@ -8,6 +8,7 @@
 #include <lnformer/core/rng.hpp>
 #include <lnformer/core/tensor.hpp>
 #include <lnformer/ops/activation.hpp>
+#include <lnformer/ops/optimizer.hpp>
 
 #include <concepts>
 #include <cstdint>
@@ -73,9 +74,19 @@ concept HasTokenOps = requires(B b, View<B> y, CView<B> x, TensorView<B, std::in
   cross_entropy_backward(b, y, x, x, x, ids, s, pad);
 };
 
+/// The fused optimizer updates (ops/optimizer.hpp); the buffers are read and written in place.
+template <class B>
+concept HasOptimizerOps = requires(B b, View<B> p, CView<B> g, ops::SgdCoefficients const& sgd,
+                                   ops::AdamCoefficients const& adam, ops::RAdamCoefficients const& radam) {
+  sgd_update(b, p, p, g, sgd);
+  adam_update(b, p, p, p, g, adam);
+  radam_update(b, p, p, p, g, radam);
+};
+
 /// A backend: an empty tag deriving from ops::BackendTag, memory traits, and every op.
 template <class B>
 concept Backend = std::is_empty_v<B> && std::derived_from<B, ops::BackendTag> && BackendMemory<B> &&
-                  HasGemmOps<B> && HasNormalizationOps<B> && HasElementwiseOps<B> && HasTokenOps<B>;
+                  HasGemmOps<B> && HasNormalizationOps<B> && HasElementwiseOps<B> && HasTokenOps<B> &&
+                  HasOptimizerOps<B>;
 
 }  // namespace lnformer
