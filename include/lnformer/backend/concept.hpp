@@ -2,7 +2,8 @@
 // The Backend concept: the complete list of ops a backend must provide. A backend that misses one
 // fails at its own static_assert(Backend<...>) with the missing op named in the diagnostic, not deep
 // inside Encoder<...>. Calls are unqualified on purpose: every tag derives from ops::BackendTag, so
-// argument-dependent lookup finds the ops in lnformer::ops whatever the include order.
+// argument-dependent lookup finds the ops in lnformer::ops whatever the include order. (The layers
+// call ops qualified, which does depend on include order: see backend/tag.hpp and backends.hpp.)
 
 #include <lnformer/backend/tag.hpp>
 #include <lnformer/core/rng.hpp>
