@@ -4,6 +4,7 @@
 // strided view.
 
 #include <lnformer/core/shape.hpp>
+#include <lnformer/core/tensor.hpp>
 
 #include <algorithm>
 #include <array>
