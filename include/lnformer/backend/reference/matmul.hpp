@@ -1,8 +1,14 @@
 #pragma once
-// Reference GEMMs: the triple loop over explicit strides, summing in double. Contract in ops/matmul.hpp.
+// Reference GEMMs: per batch index, an Eigen product of the operands read in place through their
+// strides (Eigen::Map with run-time strides), in double: float products are exact in double, so only
+// the sums round, far below float precision. Eigen rather than a triple loop because it states each
+// op as the formula of its contract and keeps the oracle fast enough for the tests' larger shapes.
+// Contract in ops/matmul.hpp.
 
 #include <lnformer/backend/reference/reference.hpp>
 #include <lnformer/ops/matmul.hpp>
+
+#include <Eigen/Core>
 
 #include <array>
 #include <cstdint>
@@ -29,6 +35,36 @@ struct Mat4 {
   }
 };
 
+/// Eigen's view of a row-major float matrix with arbitrary (non-negative) element strides.
+using FloatMap = Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> const, Eigen::Unaligned,
+                            Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+using FloatMapMut = Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, Eigen::Unaligned,
+                               Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+using DoubleMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using DoubleMap = Eigen::Map<DoubleMatrix>;
+
+/// Eigen's strides for a [rows, cols] matrix with element strides rs, cs (a stride of a size-1 dim
+/// addresses nothing; Eigen is given 1 there).
+inline Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic> stride_of(std::int64_t rows, std::int64_t cols, std::int64_t rs,
+                                                               std::int64_t cs) {
+  return {rows == 1 ? 1 : rs, cols == 1 ? 1 : cs};
+}
+
+/// The [rows, cols] matrix at batch index (i0, i1) of m, read through its strides.
+inline FloatMap matrix(float const* data, Mat4 const& m, std::int64_t i0, std::int64_t i1) {
+  return {data + m.at(i0, i1, 0, 0), m.d[2], m.d[3], stride_of(m.d[2], m.d[3], m.s[2], m.s[3])};
+}
+inline FloatMapMut matrix(float* data, Mat4 const& m, std::int64_t i0, std::int64_t i1) {
+  return {data + m.at(i0, i1, 0, 0), m.d[2], m.d[3], stride_of(m.d[2], m.d[3], m.s[2], m.s[3])};
+}
+/// A rank-2 view as an Eigen matrix.
+inline FloatMap matrix2(CView<Reference> v) {
+  return {v.data(), v.size(0), v.size(1), stride_of(v.size(0), v.size(1), v.stride(0), v.stride(1))};
+}
+inline FloatMapMut matrix2(View<Reference> v) {
+  return {v.data(), v.size(0), v.size(1), stride_of(v.size(0), v.size(1), v.stride(0), v.stride(1))};
+}
+
 }  // namespace lnformer::reference::detail::gemm
 
 namespace lnformer::ops {
@@ -36,56 +72,47 @@ namespace lnformer::ops {
 inline void matmul(Reference, View<Reference> c, CView<Reference> a, CView<Reference> b, float alpha = 1.f,
                    float beta = 0.f) {
   check::matmul<Reference>(c, a, b, alpha, beta);
-  using reference::detail::gemm::Mat4;
-  Mat4 const A(a), Bm(b), C(c);
-  std::int64_t const m = C.d[2], n = C.d[3], k = A.d[3];
+  namespace rg = reference::detail::gemm;
+  rg::Mat4 const A(a), Bm(b), C(c);
   for (std::int64_t i0 = 0; i0 < C.d[0]; ++i0)
-    for (std::int64_t i1 = 0; i1 < C.d[1]; ++i1)
-      for (std::int64_t i = 0; i < m; ++i)
-        for (std::int64_t j = 0; j < n; ++j) {
-          double s = 0;
-          for (std::int64_t p = 0; p < k; ++p)
-            s += static_cast<double>(a.data()[A.at(i0, i1, i, p)]) * b.data()[Bm.at(i0, i1, p, j)];
-          float& out = c.data()[C.at(i0, i1, i, j)];
-          out = static_cast<float>(beta == 0.f ? alpha * s : alpha * s + static_cast<double>(beta) * out);
-        }
+    for (std::int64_t i1 = 0; i1 < C.d[1]; ++i1) {
+      // [m, k] @ [k, n] in double: float products are exact in double, so only the sums round.
+      rg::DoubleMatrix const s = rg::matrix(a.data(), A, i0, i1).cast<double>() * rg::matrix(b.data(), Bm, i0, i1).cast<double>();
+      auto out = rg::matrix(c.data(), C, i0, i1);
+      if (beta == 0.f)
+        out = (static_cast<double>(alpha) * s).cast<float>();
+      else
+        out = (static_cast<double>(alpha) * s + static_cast<double>(beta) * out.cast<double>()).cast<float>();
+    }
 }
 
 inline void matmul_backward(Reference, View<Reference> da, View<Reference> db, CView<Reference> dc,
                             CView<Reference> a, CView<Reference> b, float alpha = 1.f) {
   check::matmul_backward<Reference>(da, db, dc, a, b, alpha);
-  using reference::detail::gemm::Mat4;
-  Mat4 const A(a), Bm(b), DC(dc);
+  namespace rg = reference::detail::gemm;
+  rg::Mat4 const A(a), Bm(b), DC(dc);
   std::int64_t const m = DC.d[2], n = DC.d[3], k = A.d[3];
   // Sums over every batch index of dc, so a broadcast operand's gradient collects all its uses.
   std::vector<double> ga(static_cast<std::size_t>(da.empty() ? 0 : a.numel()));
   std::vector<double> gb(static_cast<std::size_t>(db.empty() ? 0 : b.numel()));
   for (std::int64_t i0 = 0; i0 < DC.d[0]; ++i0)
     for (std::int64_t i1 = 0; i1 < DC.d[1]; ++i1) {
-      if (!ga.empty())
-        for (std::int64_t i = 0; i < m; ++i)
-          for (std::int64_t p = 0; p < k; ++p) {
-            double s = 0;
-            for (std::int64_t j = 0; j < n; ++j)
-              s += static_cast<double>(dc.data()[DC.at(i0, i1, i, j)]) * b.data()[Bm.at(i0, i1, p, j)];
-            ga[A.dense(i0, i1, i, p)] += s;
-          }
-      if (!gb.empty())
-        for (std::int64_t p = 0; p < k; ++p)
-          for (std::int64_t j = 0; j < n; ++j) {
-            double s = 0;
-            for (std::int64_t i = 0; i < m; ++i)
-              s += static_cast<double>(a.data()[A.at(i0, i1, i, p)]) * dc.data()[DC.at(i0, i1, i, j)];
-            gb[Bm.dense(i0, i1, p, j)] += s;
-          }
+      auto const dcm = rg::matrix(dc.data(), DC, i0, i1).cast<double>();
+      if (!ga.empty())  // da [m, k] += dc [m, n] @ b^T [n, k]
+        rg::DoubleMap(ga.data() + A.dense(i0, i1, 0, 0), m, k).noalias() +=
+            dcm * rg::matrix(b.data(), Bm, i0, i1).cast<double>().transpose();
+      if (!gb.empty())  // db [k, n] += a^T [k, m] @ dc [m, n]
+        rg::DoubleMap(gb.data() + Bm.dense(i0, i1, 0, 0), k, n).noalias() +=
+            rg::matrix(a.data(), A, i0, i1).cast<double>().transpose() * dcm;
     }
   auto write = [alpha](View<Reference> g, std::vector<double> const& acc) {
-    Mat4 const G(g);
+    rg::Mat4 const G(g);
     for (std::int64_t i0 = 0; i0 < G.d[0]; ++i0)
       for (std::int64_t i1 = 0; i1 < G.d[1]; ++i1)
-        for (std::int64_t r = 0; r < G.d[2]; ++r)
-          for (std::int64_t c = 0; c < G.d[3]; ++c)
-            g.data()[G.at(i0, i1, r, c)] = static_cast<float>(alpha * acc[G.dense(i0, i1, r, c)]);
+        rg::matrix(g.data(), G, i0, i1) =
+            (static_cast<double>(alpha) * rg::DoubleMap(const_cast<double*>(acc.data()) + G.dense(i0, i1, 0, 0),
+                                                        G.d[2], G.d[3]))
+                .cast<float>();
   };
   if (!ga.empty()) write(da, ga);
   if (!gb.empty()) write(db, gb);
@@ -94,58 +121,41 @@ inline void matmul_backward(Reference, View<Reference> da, View<Reference> db, C
 inline void linear_forward(Reference, View<Reference> y, CView<Reference> x, CView<Reference> w,
                            CView<Reference> bias, Epilogue ep = Epilogue::none) {
   check::linear_forward<Reference>(y, x, w, bias);
+  namespace rg = reference::detail::gemm;
   auto const x2 = detail::gemm::rows_of(x);
   auto const y2 = detail::gemm::rows_of(y);
-  for (std::int64_t i = 0; i < x2.size(0); ++i)
-    for (std::int64_t o = 0; o < w.size(0); ++o) {
-      double s = bias.empty() ? 0.0 : bias.data()[o * bias.stride(0)];
-      for (std::int64_t p = 0; p < w.size(1); ++p)
-        s += static_cast<double>(x2.data()[i * x2.stride(0) + p * x2.stride(1)]) *
-             w.data()[o * w.stride(0) + p * w.stride(1)];
-      auto const v = static_cast<float>(s);
-      y2.data()[i * y2.stride(0) + o * y2.stride(1)] = ep == Epilogue::relu && v <= 0.f ? 0.f : v;  // NaN propagates
+  // y [N, out] = x [N, in] @ w^T [in, out] (+ bias), in double
+  rg::DoubleMatrix s = rg::matrix2(x2).cast<double>() * rg::matrix2(w).cast<double>().transpose();
+  if (!bias.empty())
+    for (std::int64_t o = 0; o < w.size(0); ++o) s.col(o).array() += static_cast<double>(bias.data()[o * bias.stride(0)]);
+  auto out = rg::matrix2(y2);
+  for (std::int64_t i = 0; i < s.rows(); ++i)
+    for (std::int64_t o = 0; o < s.cols(); ++o) {
+      auto const v = static_cast<float>(s(i, o));
+      out(i, o) = ep == Epilogue::relu && v <= 0.f ? 0.f : v;  // NaN propagates
     }
 }
 
 inline void linear_backward(Reference, View<Reference> dx, View<Reference> dw, View<Reference> dbias,
                             CView<Reference> dy, CView<Reference> x, CView<Reference> w) {
   check::linear_backward<Reference>(dx, dw, dbias, dy, x, w);
+  namespace rg = reference::detail::gemm;
   auto const x2 = detail::gemm::rows_of(x);
   auto const dy2 = detail::gemm::rows_of(dy);
-  std::int64_t const rows = x2.size(0), in = w.size(1), out = w.size(0);
-  auto DY = [&](std::int64_t i, std::int64_t o) -> double {
-    return dy2.data()[i * dy2.stride(0) + o * dy2.stride(1)];
-  };
-  auto X = [&](std::int64_t i, std::int64_t p) -> double {
-    return x2.data()[i * x2.stride(0) + p * x2.stride(1)];
-  };
-  auto W = [&](std::int64_t o, std::int64_t p) -> double {
-    return w.data()[o * w.stride(0) + p * w.stride(1)];
-  };
-  if (!dx.empty()) {
-    auto const dx2 = detail::gemm::rows_of(dx);
-    for (std::int64_t i = 0; i < rows; ++i)
-      for (std::int64_t p = 0; p < in; ++p) {
-        double s = 0;
-        for (std::int64_t o = 0; o < out; ++o) s += DY(i, o) * W(o, p);
-        dx2.data()[i * dx2.stride(0) + p * dx2.stride(1)] = static_cast<float>(s);  // assign
-      }
+  rg::DoubleMatrix const DY = rg::matrix2(dy2).cast<double>();  // [N, out]
+  if (!dx.empty())                                               // dx [N, in] = dy @ w (assign)
+    rg::matrix2(detail::gemm::rows_of(dx)) = (DY * rg::matrix2(w).cast<double>()).cast<float>();
+  if (!dw.empty()) {  // dw [out, in] += dy^T @ x (accumulate)
+    auto g = rg::matrix2(dw);
+    g = (g.cast<double>() + DY.transpose() * rg::matrix2(x2).cast<double>()).cast<float>();
   }
-  if (!dw.empty())
-    for (std::int64_t o = 0; o < out; ++o)
-      for (std::int64_t p = 0; p < in; ++p) {
-        double s = 0;
-        for (std::int64_t i = 0; i < rows; ++i) s += DY(i, o) * X(i, p);
-        float& g = dw.data()[o * dw.stride(0) + p * dw.stride(1)];
-        g = static_cast<float>(g + s);  // accumulate
-      }
-  if (!dbias.empty())
-    for (std::int64_t o = 0; o < out; ++o) {
-      double s = 0;
-      for (std::int64_t i = 0; i < rows; ++i) s += DY(i, o);
+  if (!dbias.empty()) {  // dbias [out] += column sums of dy (accumulate)
+    Eigen::VectorXd const sums = DY.colwise().sum().transpose();
+    for (std::int64_t o = 0; o < DY.cols(); ++o) {
       float& g = dbias.data()[o * dbias.stride(0)];
-      g = static_cast<float>(g + s);  // accumulate
+      g = static_cast<float>(g + sums(o));
     }
+  }
 }
 
 }  // namespace lnformer::ops
