@@ -35,6 +35,11 @@
 //
 // Without gnuplot the CSVs and .gp scripts are still written; `cd DIR && gnuplot NAME.gp` renders them.
 // The fitted quantities are printed to stdout, progress to stderr.
+//
+// Files: options.hpp (the command line), output.hpp (progress, CSV and gnuplot writing) and this one,
+// which stays over 500 lines on purpose: it is the six measurements, one section each (60-110 lines),
+// read one at a time, plus the models they share; splitting them further would scatter one concern
+// (which policies are measured, and how) over files.
 
 #include <lnformer/analysis/admin.hpp>
 #include <lnformer/analysis/dependency.hpp>
@@ -50,6 +55,9 @@
 #include <lnformer/optim/optimizers.hpp>
 #include <lnformer/schedule/schedules.hpp>
 #include <lnformer/train/trainer.hpp>
+
+#include "options.hpp"
+#include "output.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -75,50 +83,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using namespace paper_figures;
+
 using FigurePolicies = TypeList<PostLN, PreLN, AdminLN>;
-using Clock = std::chrono::steady_clock;
-
-std::vector<std::string> const kFigures{"grad_norms", "theorem1", "output_change", "dependency", "admin_profile",
-                                        "warmup"};
-std::vector<std::string> const kSetups{"paper", "trainer"};
-
-struct Options {
-  std::string out = "figures";
-  std::vector<std::string> only;
-  std::vector<std::string> norms{"post", "pre", "admin"};
-  std::string setup = "paper";
-  // the measured models
-  std::int64_t d_model = 64;
-  std::int64_t ffn = 0;  // 0: 2 * d_model
-  std::int64_t heads = 4;
-  // paper setup: random tokens
-  std::int64_t vocab = 1000;
-  std::int64_t length = 32;
-  // trainer setup
-  float dropout = 0.3f;
-  float perturb_dropout = 0.f;
-  int batches = 3;
-  int batch_size = 16;
-  int layers = 6;  // grad_norms, dependency, admin_profile
-  int dependency_steps = 300;  // training before the "trained" dependency matrix
-  std::vector<int> depths{3, 6, 12, 24};
-  int seeds = 5;
-  std::vector<int> sublayers{2, 4, 8, 16, 32, 64};
-  int perturb_seeds = 15;
-  bool perturb_embeddings = false;
-  // warm-up experiment
-  int steps = 400;
-  int warmup = 100;
-  std::vector<float> lrs{5e-4f, 1e-3f};
-  int warm_layers = 6;
-  std::int64_t warm_d_model = 32;
-  int warm_batch = 32;
-  int eval_every = 50;
-  int held_out = 200;
-  std::uint64_t seed = 1;
-  int threads = 0;
-  bool no_png = false;
-};
 
 std::string pretty(std::string_view norm) {
   if (norm == "post") return "Post-LN";
@@ -127,83 +94,12 @@ std::string pretty(std::string_view norm) {
   return std::string(norm);
 }
 
-// ---- progress and output -------------------------------------------------------------------------
-
-Clock::time_point const g_start = Clock::now();
-double elapsed() { return std::chrono::duration<double>(Clock::now() - g_start).count(); }
-
-/// "[theorem1] pre, L = 12 (5/12)  34.2 s": one line, rewritten in place on a terminal.
-struct Progress {
-  bool tty = isatty(fileno(stderr)) != 0;
-  void operator()(std::string_view fig, std::string const& what, int i, int n) const {
-    std::fflush(stdout);
-    auto const line = fmt::format("[{}] {} ({}/{})  {:.1f} s elapsed", fig, what, i, n, elapsed());
-    if (tty)
-      fmt::print(stderr, "\r{:<110}", line);
-    else
-      fmt::print(stderr, "{}\n", line);
-    std::fflush(stderr);
-  }
-  void clear() const {
-    if (tty) fmt::print(stderr, "\r{:<110}\r", "");
-  }
-};
-Progress const progress;
-
-void write_file(fs::path const& p, std::string const& text) {
-  std::ofstream f(p, std::ios::trunc);
-  LNF_EXPECTS_AS(IoError, f.good(), "cannot write {}", p.string());
-  f << text;
-  f.flush();
-  LNF_EXPECTS_AS(IoError, f.good(), "writing {} failed", p.string());
-}
-
-bool have_gnuplot() {
-  static bool const yes = std::system("command -v gnuplot >/dev/null 2>&1") == 0;
-  return yes;
-}
-
-/// The start of every script: a small PNG (pngcairo when gnuplot has it), CSV input.
-std::string gp_header(std::string const& name, int w = 800, int h = 500) {
-  return fmt::format(
-      "# {0}.png from {0}.csv; render with: gnuplot {0}.gp (in this directory)\n"
-      "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {{\n"
-      "  set terminal pngcairo size {1},{2} noenhanced font ',10'\n"
-      "}} else {{\n"
-      "  set terminal png size {1},{2} noenhanced\n"
-      "}}\n"
-      "set output '{0}.png'\n"
-      "set datafile separator comma\n"
-      "set grid\n"
-      "set key top left\n",
-      name, w, h);
-}
-
-/// Writes NAME.gp and renders it when gnuplot is there and rendering is not off.
-void render(Options const& o, std::string const& name, std::string const& script) {
-  fs::path const dir(o.out);
-  write_file(dir / (name + ".gp"), script);
-  if (o.no_png) return;
-  if (!have_gnuplot()) return;
-  auto const cmd = fmt::format("cd '{}' && gnuplot '{}.gp'", dir.string(), name);
-  if (std::system(cmd.c_str()) != 0)
-    fmt::print(stderr, "paper_figures: gnuplot failed on {}; the CSV is there\n", (dir / (name + ".gp")).string());
-}
-
 /// gnuplot's colour for a policy, so that it is the same in every figure.
 std::string colour(std::string_view norm) {
   if (norm == "post") return "#d62728";
   if (norm == "pre") return "#1f77b4";
   if (norm == "admin") return "#2ca02c";
   return "#7f7f7f";
-}
-
-/// "median,q1,q3,min,max" of a summary, for the CSVs.
-std::string csv_summary(SeedSummary const& s) {
-  return fmt::format("{:.6g},{:.6g},{:.6g},{:.6g},{:.6g}", s.median, s.q1, s.q3, s.min, s.max);
-}
-std::string csv_summary_header(std::string const& q) {
-  return fmt::format("{0}_median,{0}_q1,{0}_q3,{0}_min,{0}_max", q);
 }
 
 // ---- the measured models and their data ------------------------------------------------------------
@@ -272,15 +168,6 @@ template <class F>
 void for_each_norm(Options const& o, F&& f) {
   for (auto const& n : o.norms) dispatch(FigurePolicies{}, n, f, "--norms");
 }
-
-std::string list(std::vector<double> const& v, char const* f = "{:.4g}") {
-  std::string s;
-  for (double x : v) s += (s.empty() ? "" : ", ") + fmt::format(fmt::runtime(f), x);
-  return s;
-}
-
-/// gnuplot: a filter on the policy column (2; column 1 is the setup).
-std::string policy_is(std::string_view nm) { return fmt::format("strcol(2) eq '{}'", nm); }
 
 // ---- 1. grad_norms (Xiong et al., Figure 3) -------------------------------------------------------
 
@@ -783,95 +670,13 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Measure the effects of Xiong et al. 2020 and Liu et al. 2020 for PostLN, PreLN and AdminLN and "
                "write CSV + PNG figures"};
-  app.add_option("--out", o.out, "output directory")->capture_default_str();
-  app.add_option("--only", o.only, "figures to make (comma-separated; default all): " + fmt::format("{}", fmt::join(kFigures, ", ")))
-      ->delimiter(',')
-      ->check(CLI::IsMember(kFigures));
-  app.add_option("--norms", o.norms, "policies to measure: " + type_names(FigurePolicies{}))
-      ->delimiter(',')
-      ->capture_default_str();
-  app.add_option("--setup", o.setup,
-                 "the measured models and data: paper (untied output projection with bias, plain cross-entropy, no "
-                 "dropout, random tokens, decoder fed the target) or trainer (the trainer's tied, label-smoothed model "
-                 "with dropout on the synthetic task); dependency and warmup always use trainer")
-      ->check(CLI::IsMember(kSetups))
-      ->capture_default_str();
-  app.add_option("--d-model", o.d_model, "model width of the measured models")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--ffn", o.ffn, "feed-forward width (0: 2 * d-model)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--heads", o.heads, "attention heads")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--vocab", o.vocab, "paper setup: vocabulary of the random tokens")
-      ->check(CLI::Range(5, 1 << 20))
-      ->capture_default_str();
-  app.add_option("--length", o.length, "paper setup: tokens per source and target sentence")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--dropout", o.dropout, "trainer setup: dropout of the measured models (same masks in every pass)")
-      ->check(CLI::Range(0.f, 0.9f))
-      ->capture_default_str();
-  app.add_option("--batches", o.batches, "batches the gradient norms are averaged over")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--batch-size", o.batch_size, "sequences per measurement batch")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--layers", o.layers,
-                 "layers per stack for grad_norms, dependency and admin_profile; output_change's decoder layers")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--dependency-steps", o.dependency_steps, "dependency: training updates before the trained matrix")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--depths", o.depths, "theorem1: layers per stack (comma-separated, at least 2)")
-      ->delimiter(',')
-      ->capture_default_str();
-  app.add_option("--seeds", o.seeds, "grad_norms and theorem1: models (seeds --seed, --seed + 1, ...) per point")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--sublayers", o.sublayers,
-                 "output_change: encoder sublayer counts N (even, comma-separated, at least 3; N / 2 layers)")
-      ->delimiter(',')
-      ->capture_default_str();
-  app.add_option("--perturb-seeds", o.perturb_seeds, "output_change: models (and sign draws) per depth")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_flag("--perturb-embeddings", o.perturb_embeddings,
-               "output_change: perturb the token embeddings too (the reference code's parameter set)");
-  app.add_option("--perturb-dropout", o.perturb_dropout,
-                 "output_change, trainer setup: dropout (0 as in the reference protocol)")
-      ->check(CLI::Range(0.f, 0.9f))
-      ->capture_default_str();
-  app.add_option("--steps", o.steps, "warmup: training steps per run")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--warmup", o.warmup, "warmup: warm-up steps of the inverse_sqrt run")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--lrs", o.lrs, "warmup: peak learning rates (comma-separated)")->delimiter(',')->capture_default_str();
-  app.add_option("--warm-layers", o.warm_layers, "warmup: layers per stack")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--warm-d-model", o.warm_d_model, "warmup: model width")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--warm-batch", o.warm_batch, "warmup: sequences per step")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--eval-every", o.eval_every, "warmup: steps between held-out evaluations")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--held-out", o.held_out, "warmup: held-out sequences")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--seed", o.seed, "the first model seed")->capture_default_str();
-  app.add_option("--threads", o.threads, "OpenMP threads (0: the OpenMP default)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  app.add_flag("--no-png", o.no_png, "write CSV and gnuplot scripts only");
+  add_options(app, o, type_names(FigurePolicies{}));
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (o.threads > 0) omp_set_num_threads(o.threads);
-    LNF_EXPECTS_AS(ValueError, o.depths.size() >= 2, "--depths needs at least 2 depths, got {}", o.depths.size());
-    for (int d : o.depths) LNF_EXPECTS_AS(ValueError, d >= 1, "--depths: {} is not a positive depth", d);
-    std::sort(o.depths.begin(), o.depths.end());
-    o.depths.erase(std::unique(o.depths.begin(), o.depths.end()), o.depths.end());
-    LNF_EXPECTS_AS(ValueError, o.depths.size() >= 2, "--depths needs at least 2 different depths");
-    for (int N : o.sublayers)
-      LNF_EXPECTS_AS(ValueError, N >= 2 && N % 2 == 0, "--sublayers: {} is not a positive even count", N);
-    std::sort(o.sublayers.begin(), o.sublayers.end());
-    o.sublayers.erase(std::unique(o.sublayers.begin(), o.sublayers.end()), o.sublayers.end());
-    LNF_EXPECTS_AS(ValueError, o.sublayers.size() >= 3, "--sublayers needs at least 3 different counts (two fits)");
+    check_and_normalise(o);
     for (auto const& n : o.norms) dispatch(FigurePolicies{}, n, [](auto) {}, "--norms");
-    LNF_EXPECTS_AS(ValueError, !o.lrs.empty(), "--lrs is empty");
-    for (float lr : o.lrs) LNF_EXPECTS_AS(ValueError, lr > 0 && std::isfinite(lr), "--lrs: {} is not a positive rate", lr);
     std::set<std::string> only(o.only.begin(), o.only.end());
     auto want = [&](std::string const& f) { return only.empty() || only.contains(f); };
     fs::create_directories(o.out);

@@ -1,7 +1,8 @@
 #pragma once
 // Every backend available in this translation unit. Layers call ops by qualified name
-// (ops::matmul(B{}, ...)), which binds to the overloads declared before the layer's definition, so
-// every layer header includes this first.
+// (ops::matmul(B{}, ...)), which binds to the overloads declared before the layer's definition (no
+// argument-dependent lookup for qualified names; see backend/tag.hpp), so every layer header
+// includes this first.
 //
 // Plain C++ units get the CPU backend (oneDNN). Units compiled by nvcc get the GPU backend and the
 // CPU backend's tag and memory traits (host staging: checkpoints, optimizer state), but not its ops:
@@ -12,6 +13,7 @@
 #include <lnformer/backend/cuda/tag.hpp>
 
 #if defined(__CUDACC__)
+#include <lnformer/backend/cpu/optimizer.hpp>  // oneDNN-free: optimizer state staged on the host
 #include <lnformer/backend/cuda/all.cuh>
 #else
 #include <lnformer/backend/cpu/all.hpp>

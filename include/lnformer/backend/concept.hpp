@@ -2,12 +2,14 @@
 // The Backend concept: the complete list of ops a backend must provide. A backend that misses one
 // fails at its own static_assert(Backend<...>) with the missing op named in the diagnostic, not deep
 // inside Encoder<...>. Calls are unqualified on purpose: every tag derives from ops::BackendTag, so
-// argument-dependent lookup finds the ops in lnformer::ops whatever the include order.
+// argument-dependent lookup finds the ops in lnformer::ops whatever the include order. (The layers
+// call ops qualified, which does depend on include order: see backend/tag.hpp and backends.hpp.)
 
 #include <lnformer/backend/tag.hpp>
 #include <lnformer/core/rng.hpp>
 #include <lnformer/core/tensor.hpp>
 #include <lnformer/ops/activation.hpp>
+#include <lnformer/ops/optimizer.hpp>
 
 #include <concepts>
 #include <cstdint>
@@ -73,9 +75,19 @@ concept HasTokenOps = requires(B b, View<B> y, CView<B> x, TensorView<B, std::in
   cross_entropy_backward(b, y, x, x, x, ids, s, pad);
 };
 
+/// The fused optimizer updates (ops/optimizer.hpp); the buffers are read and written in place.
+template <class B>
+concept HasOptimizerOps = requires(B b, View<B> p, CView<B> g, ops::SgdCoefficients const& sgd,
+                                   ops::AdamCoefficients const& adam, ops::RAdamCoefficients const& radam) {
+  sgd_update(b, p, p, g, sgd);
+  adam_update(b, p, p, p, g, adam);
+  radam_update(b, p, p, p, g, radam);
+};
+
 /// A backend: an empty tag deriving from ops::BackendTag, memory traits, and every op.
 template <class B>
 concept Backend = std::is_empty_v<B> && std::derived_from<B, ops::BackendTag> && BackendMemory<B> &&
-                  HasGemmOps<B> && HasNormalizationOps<B> && HasElementwiseOps<B> && HasTokenOps<B>;
+                  HasGemmOps<B> && HasNormalizationOps<B> && HasElementwiseOps<B> && HasTokenOps<B> &&
+                  HasOptimizerOps<B>;
 
 }  // namespace lnformer

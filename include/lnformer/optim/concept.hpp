@@ -14,7 +14,8 @@
 //   };
 //
 // The update kernels are called unqualified (sgd_update(B{}, ...)), found by argument-dependent
-// lookup in lnformer::ops whatever the include order (optim/update.hpp lists them).
+// lookup in lnformer::ops at instantiation, whatever the include order (ops/optimizer.hpp is their
+// contract; each backend implements them, and the Backend concept requires them).
 //
 // step(state, params, lr) makes one update from the gradients in params (it neither clips nor
 // zeroes them) and counts it in state.step.

@@ -12,7 +12,6 @@
 #include <lnformer/optim/sgd.hpp>
 #include <lnformer/optim/state.hpp>
 #include <lnformer/optim/state_io.hpp>
-#include <lnformer/optim/update.hpp>
 
 namespace lnformer {
 

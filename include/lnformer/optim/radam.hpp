@@ -12,56 +12,30 @@
 // Note torch's eps is added to sqrt(v) before the bias correction (unlike Adam). The Admin
 // reference code uses its own RAdam (fairseq fork), which differs in the first steps (it skips
 // the update while rho_t < 5 unless degenerated_to_sgd); this is torch's.
+// Configuration, state and step loop: optim/adam_family.hpp.
 
+#include <lnformer/ops/optimizer.hpp>
+#include <lnformer/optim/adam_family.hpp>
 #include <lnformer/optim/concept.hpp>
-#include <lnformer/optim/state.hpp>
-#include <lnformer/optim/update.hpp>
 
-#include <fmt/format.h>
-
-#include <array>
 #include <cmath>
-#include <string>
+#include <cstdint>
 #include <string_view>
 
 namespace lnformer {
 
-struct RAdam {
+/// RAdam's rule: the variance rectification, coupled weight decay, the fused radam_update.
+struct RAdamRule {
   static constexpr std::string_view name = "radam";
-  static constexpr std::array<std::string_view, 2> buffer_names{"exp_avg", "exp_avg_sq"};
-  template <class B>
-  using State = OptimizerState<RAdam, B>;
-
-  float beta1 = 0.9f;        ///< in [0, 1)
-  float beta2 = 0.999f;      ///< in [0, 1)
-  float eps = 1e-8f;         ///< > 0
-  float weight_decay = 0.f;  ///< coupled (L2); for parameters with decay = true
-
-  void validate() const {
-    detail::check_beta(name, "beta1", beta1);
-    detail::check_beta(name, "beta2", beta2);
-    detail::check_positive(name, "eps", eps);
-    detail::check_non_negative(name, "weight_decay", weight_decay);
-  }
-
-  /// State over `params`; parameters with decay = true get weight_decay, the others 0.
-  template <class B>
-  [[nodiscard]] State<B> make_state(ParameterList<B> const& params) const {
-    return make_state(params, [this](ParameterRef<B> const& p) { return p.param->decay ? weight_decay : 0.f; });
-  }
-  /// State over `params`, each parameter's weight decay given by `rule(ParameterRef)`.
-  template <class B, WeightDecayRule<B> R>
-  [[nodiscard]] State<B> make_state(ParameterList<B> const& params, R&& rule) const {
-    validate();
-    return detail::make_optimizer_state<RAdam>(params, rule, {true, true});
-  }
+  static constexpr float default_weight_decay = 0.f;
+  using Coefficients = ops::RAdamCoefficients;
 
   /// Whether update t (from 1) uses the rectified adaptive step (rho_t > 5), and the factor r.
   struct Rectification {
     bool rectify = false;
     double rect = 1.0;
   };
-  [[nodiscard]] Rectification rectification(std::int64_t t) const {
+  static Rectification rectification(float beta2, std::int64_t t) {
     double const b2 = beta2, step = static_cast<double>(t);
     double const bias_correction2 = 1.0 - std::pow(b2, step);
     double const rho_inf = 2.0 / (1.0 - b2) - 1.0;
@@ -70,37 +44,31 @@ struct RAdam {
     return {true, std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))};
   }
 
-  /// One update with learning rate `lr` from the gradients in `params`.
-  template <class B>
-  void step(State<B>& state, ParameterList<B> const& params, float lr) const {
-    std::int64_t const t = detail::begin_step(*this, state, params, lr);
-    double const b1 = beta1, b2 = beta2, step = static_cast<double>(t);
+  static Coefficients coefficients(AdamHyper const& h, float lr, std::int64_t t) {
+    double const b1 = h.beta1, b2 = h.beta2, step = static_cast<double>(t);
     double const bias_correction1 = 1.0 - std::pow(b1, step);
     double const bias_correction2 = 1.0 - std::pow(b2, step);
-    Rectification const r = rectification(t);
-    ops::RAdamCoefficients c{.beta1 = beta1,
-                             .one_minus_beta1 = static_cast<float>(1.0 - b1),
-                             .beta2 = beta2,
-                             .one_minus_beta2 = static_cast<float>(1.0 - b2),
-                             .weight_decay = 0.f,
-                             .bias_correction1 = static_cast<float>(bias_correction1),
-                             .lr = lr,
-                             .rectify = r.rectify,
-                             .bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2)),
-                             .eps = eps,
-                             .rect = static_cast<float>(r.rect)};
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      Parameter<B>& p = *params[i].param;
-      c.weight_decay = state.params[i].weight_decay;
-      radam_update(B{}, p.value.view(), state.buffers[0][i].view(), state.buffers[1][i].view(), p.grad.cview(),
-                        c);
-    }
+    Rectification const r = rectification(h.beta2, t);
+    return {.beta1 = h.beta1,
+            .one_minus_beta1 = static_cast<float>(1.0 - b1),
+            .beta2 = h.beta2,
+            .one_minus_beta2 = static_cast<float>(1.0 - b2),
+            .weight_decay = 0.f,
+            .bias_correction1 = static_cast<float>(bias_correction1),
+            .lr = lr,
+            .rectify = r.rectify,
+            .bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2)),
+            .eps = h.eps,
+            .rect = static_cast<float>(r.rect)};
   }
-
-  [[nodiscard]] std::string describe() const {
-    return fmt::format("beta1={} beta2={} eps={} weight_decay={}", beta1, beta2, eps, weight_decay);
+  static void set_weight_decay(Coefficients& c, float /*lr*/, float weight_decay) { c.weight_decay = weight_decay; }
+  template <class B>
+  static void update(B b, View<B> p, View<B> exp_avg, View<B> exp_avg_sq, CView<B> grad, Coefficients const& c) {
+    radam_update(b, p, exp_avg, exp_avg_sq, grad, c);
   }
 };
+
+using RAdam = AdamFamily<RAdamRule>;
 static_assert(check_optimizer<RAdam>() && Optimizer<RAdam>);
 
 }  // namespace lnformer

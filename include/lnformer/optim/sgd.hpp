@@ -9,7 +9,7 @@
 
 #include <lnformer/optim/concept.hpp>
 #include <lnformer/optim/state.hpp>
-#include <lnformer/optim/update.hpp>
+#include <lnformer/ops/optimizer.hpp>
 
 #include <fmt/format.h>
 

@@ -10,6 +10,7 @@
 #include <lnformer/backend/cpu/embedding.hpp>
 #include <lnformer/backend/cpu/layer_norm.hpp>
 #include <lnformer/backend/cpu/matmul.hpp>
+#include <lnformer/backend/cpu/optimizer.hpp>
 #include <lnformer/backend/cpu/softmax.hpp>
 
 #include <lnformer/backend/concept.hpp>

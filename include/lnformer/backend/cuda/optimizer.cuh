@@ -1,18 +1,17 @@
 #pragma once
 // GPU fused optimizer updates: sgd_update, adam_update, radam_update for Gpu, one grid-stride kernel
-// each, with the signatures of optim/update.hpp's host versions (which are constrained to
-// host-accessible backends, so they never match Gpu) and their operand checks (check_sgd_operands,
-// check_adam_operands) and variant dispatch (with_*_variant), which update.hpp shares.
+// each, with the signatures of the contract in ops/optimizer.hpp, whose operand checks
+// (check_sgd_operands, check_adam_operands) and variant dispatch (with_*_variant) every backend shares.
 //
 // The kernels follow the host loops operation by operation (same operands, same order), and each
 // operation is one IEEE single-precision operation rounded to nearest (__fmul_rn, __fadd_rn, __fdiv_rn,
 // __fsqrt_rn): nvcc may not contract them into fused multiply-adds, and the division and the square root
 // are the correctly rounded ones whatever -use_fast_math / -prec-div / -prec-sqrt say. So a Gpu update equals
-// the host update bit for bit when the host loops are compiled without FMA contraction (x86-64 without
+// the host (Cpu, Reference) update bit for bit when the host loops are compiled without FMA contraction (x86-64 without
 // -mfma, or -ffp-contract=off).
 
 #include <lnformer/backend/cuda/gpu.cuh>
-#include <lnformer/optim/update.hpp>
+#include <lnformer/ops/optimizer.hpp>
 
 #include <cstdint>
 
@@ -24,7 +23,7 @@ __device__ __forceinline__ float rn_sub(float a, float b) { return __fsub_rn(a, 
 __device__ __forceinline__ float rn_div(float a, float b) { return __fdiv_rn(a, b); }
 __device__ __forceinline__ float rn_sqrt(float a) { return __fsqrt_rn(a); }
 
-/// ::lnformer::detail::sgd_update_loop on the device.
+/// cpu::detail::sgd_update_loop (backend/cpu/optimizer.hpp) on the device.
 template <bool Decay, bool Momentum, bool Nesterov>
 __global__ void sgd_kernel(float* p, float* buf, float const* g, std::int64_t n, ops::SgdCoefficients const c) {
   std::int64_t const stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
@@ -44,7 +43,7 @@ __global__ void sgd_kernel(float* p, float* buf, float const* g, std::int64_t n,
   }
 }
 
-/// ::lnformer::detail::adam_update_loop on the device.
+/// cpu::detail::adam_update_loop on the device.
 template <bool Coupled, bool Decoupled>
 __global__ void adam_kernel(float* p, float* m, float* v, float const* g, std::int64_t n,
                             ops::AdamCoefficients const c) {
@@ -63,7 +62,7 @@ __global__ void adam_kernel(float* p, float* m, float* v, float const* g, std::i
   }
 }
 
-/// ::lnformer::detail::radam_update_loop on the device.
+/// cpu::detail::radam_update_loop on the device.
 template <bool Coupled, bool Rectify>
 __global__ void radam_kernel(float* p, float* m, float* v, float const* g, std::int64_t n,
                              ops::RAdamCoefficients const c) {
@@ -110,9 +109,9 @@ void launch_radam(float* p, float* m, float* v, float const* g, std::int64_t n, 
 namespace lnformer::ops {
 
 inline void sgd_update(Gpu, View<Gpu> param, View<Gpu> momentum_buffer, CView<Gpu> grad, SgdCoefficients const& c) {
-  std::int64_t const n = ::lnformer::detail::check_sgd_operands(param, momentum_buffer, grad, c);
+  std::int64_t const n = detail::optimizer::check_sgd_operands(param, momentum_buffer, grad, c);
   if (n == 0) return;
-  ::lnformer::detail::with_sgd_variant(c, [&]<bool Decay, bool Momentum, bool Nesterov>() {
+  detail::optimizer::with_sgd_variant(c, [&]<bool Decay, bool Momentum, bool Nesterov>() {
     cuda::detail::optimizer::launch_sgd<Decay, Momentum, Nesterov>(param.data(), momentum_buffer.data(), grad.data(),
                                                                    n, c);
   });
@@ -120,9 +119,9 @@ inline void sgd_update(Gpu, View<Gpu> param, View<Gpu> momentum_buffer, CView<Gp
 
 inline void adam_update(Gpu, View<Gpu> param, View<Gpu> exp_avg, View<Gpu> exp_avg_sq, CView<Gpu> grad,
                         AdamCoefficients const& c) {
-  std::int64_t const n = ::lnformer::detail::check_adam_operands("adam_update", param, exp_avg, exp_avg_sq, grad);
+  std::int64_t const n = detail::optimizer::check_adam_operands("adam_update", param, exp_avg, exp_avg_sq, grad);
   if (n == 0) return;
-  ::lnformer::detail::with_adam_variant(c, [&]<bool Coupled, bool Decoupled>() {
+  detail::optimizer::with_adam_variant(c, [&]<bool Coupled, bool Decoupled>() {
     cuda::detail::optimizer::launch_adam<Coupled, Decoupled>(param.data(), exp_avg.data(), exp_avg_sq.data(),
                                                              grad.data(), n, c);
   });
@@ -130,9 +129,9 @@ inline void adam_update(Gpu, View<Gpu> param, View<Gpu> exp_avg, View<Gpu> exp_a
 
 inline void radam_update(Gpu, View<Gpu> param, View<Gpu> exp_avg, View<Gpu> exp_avg_sq, CView<Gpu> grad,
                          RAdamCoefficients const& c) {
-  std::int64_t const n = ::lnformer::detail::check_adam_operands("radam_update", param, exp_avg, exp_avg_sq, grad);
+  std::int64_t const n = detail::optimizer::check_adam_operands("radam_update", param, exp_avg, exp_avg_sq, grad);
   if (n == 0) return;
-  ::lnformer::detail::with_radam_variant(c, [&]<bool Coupled, bool Rectify>() {
+  detail::optimizer::with_radam_variant(c, [&]<bool Coupled, bool Rectify>() {
     cuda::detail::optimizer::launch_radam<Coupled, Rectify>(param.data(), exp_avg.data(), exp_avg_sq.data(),
                                                             grad.data(), n, c);
   });

@@ -10,6 +10,7 @@
 #include <lnformer/backend/reference/embedding.hpp>
 #include <lnformer/backend/reference/layer_norm.hpp>
 #include <lnformer/backend/reference/matmul.hpp>
+#include <lnformer/backend/reference/optimizer.hpp>
 #include <lnformer/backend/reference/softmax.hpp>
 
 #include <lnformer/backend/concept.hpp>
