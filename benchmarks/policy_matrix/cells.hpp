@@ -98,10 +98,9 @@ Result run_combination(Options const& o) {
   cpu::set_gemm_math(cpu::parse_gemm_math(o.gemm_math));  // this cell's process only
   Seq2Seq<Norm, Cpu> model(model_config(o), o.seed);
   auto const batches = make_batches(o);
-  if constexpr (std::is_same_v<Norm, AdminLN>)
-    apply_admin_profile(model, admin_profile(model, batches[0], ForwardContext{.seed = o.seed}));
   Trainer trainer(model, make_optimizer<Opt>(), make_schedule<Sched>(o),
                   TrainerOptions{.clip_norm = o.clip_norm, .seed = o.seed});
+  (void)trainer.calibrate(batches[0]);  // a policy that sets parameters from data (Admin's w)
   Result r;
   std::vector<double> ms;
   StepStats last;

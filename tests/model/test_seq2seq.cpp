@@ -264,7 +264,7 @@ TEST_CASE("Admin profile equals an independent computation on the same batch") {
   };
   std::deque<Tensor<Cpu>> keep;  // residual sums, alive until the end of the walk
   auto step = [&](auto& res, auto& sub, CView<Cpu> x, double& r, std::vector<double>& out) -> CView<Cpu> {
-    auto h = res.branch.forward(x, sub, ctx);
+    auto h = res.branch_output(x, sub, ctx);
     double const w = r;
     out.push_back(w);
     r = std::sqrt(w * w * var(x) + var(h));

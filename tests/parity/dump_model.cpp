@@ -103,11 +103,9 @@ template <class Model, class BatchT>
 int run(Model& m, BatchT const& batch, std::vector<std::pair<std::string, io::SaveView>> batch_tensors,
         std::string const& policy, std::string const& kind, std::string const& out) {
   ForwardContext const ctx{.training = true, .seed = 5};  // training mode: dropout is 0, so it is the identity
-  if constexpr (std::is_same_v<typename Model::norm_policy, AdminLN>) {
-    // Admin's w as in training: profiled on the batch (PAPERS.md section 2), then perturbed below so
-    // that w is a non-constant vector.
-    (void)admin_profile(m, batch, ctx);
-  }
+  // Parameters set from data as in training (Admin's w profiled on the batch, PAPERS.md section 2),
+  // then perturbed below so that they are non-constant vectors.
+  (void)calibrate_norm(m, batch, ctx);
   Rng rng(20240611);
   perturb_constant_parameters(m, rng);
   m.zero_grad();

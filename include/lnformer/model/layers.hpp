@@ -6,13 +6,11 @@
 #include <lnformer/nn/attention.hpp>
 #include <lnformer/nn/feed_forward.hpp>
 #include <lnformer/norm/concept.hpp>
+#include <lnformer/norm/stack_kind.hpp>
 
 #include <string>
 
 namespace lnformer {
-
-/// Which stack a residual belongs to (Admin keeps one running value per stack).
-enum class StackKind { encoder, decoder };
 
 namespace detail {
 // Sublayer adapters: bind the extra inputs of a sublayer so that a policy sees f(x) only.
