@@ -645,8 +645,8 @@ struct WideningSublayer {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("policy residual around a FeedForward: forward, gradients of x and every parameter, names", Norm,
-                   PostLN, PreLN, AdminLN, DeepNorm, ReZero) {
+TEST_CASE_TEMPLATE_DEFINE("policy residual around a FeedForward: forward, gradients of x and every parameter, names", Norm,
+                          residual_gradients) {
   std::int64_t const d = 8, hidden = 12;
   float const p = 0.2f;
   std::string const site = "encoder.layers.1.ffn";
@@ -726,6 +726,7 @@ TEST_CASE_TEMPLATE("policy residual around a FeedForward: forward, gradients of 
   check_shape_error(std::string(Norm::name) + " input width", [&] { (void)res2.forward(bad, sub, ctx); },
                     {"[2, 3, 7]"});
 }
+TEST_CASE_TEMPLATE_APPLY(residual_gradients, test::TupleOf<NormPolicies>);
 
 TEST_CASE("AdminLN: a frozen w (the first sublayer of a stack) gets no gradient and is not collected") {
   Rng rng(30);
