@@ -186,7 +186,9 @@ int train(Options const& o, Sched const& schedule) {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Train a small Seq2Seq Transformer on an algorithmic task and decode a held-out set"};
-  app.add_option("--norm", o.norm, "normalization policy: " + type_names(NormPolicies{}))->capture_default_str();
+  app.add_option("--norm", o.norm, "normalization policy: " + type_names(NormPolicies{}))
+      ->check(CLI::IsMember(type_name_list(NormPolicies{})))
+      ->capture_default_str();
   app.add_option("--task", o.task, "what the target is: reverse, sort or copy of the source")
       ->check(CLI::IsMember({"reverse", "sort", "copy"}))
       ->capture_default_str();

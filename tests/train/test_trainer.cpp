@@ -230,6 +230,15 @@ TEST_CASE("runtime names become types once; unknown names list the valid ones") 
   for_each_type(NormPolicies{}, [](auto tag) {
     CHECK(type_names(NormPolicies{}).find(decltype(tag)::type::name) != std::string::npos);
   });
+  // A name typed by a user: the message is exactly what was asked and the valid names, with no
+  // library internals (no header, line or template arguments).
+  std::string message;
+  try {
+    dispatch(NormPolicies{}, "mid", [](auto) {}, "--norm");
+  } catch (ValueError const& e) {
+    message = e.what();
+  }
+  CHECK(message == "unknown --norm 'mid'; valid: " + type_names(NormPolicies{}));
 }
 
 TEST_CASE("Trainer rejects bad options") {
