@@ -6,13 +6,14 @@
 #include <lnformer/core/type_list.hpp>
 #include <lnformer/norm/admin_ln.hpp>
 #include <lnformer/norm/deep_norm.hpp>
+#include <lnformer/norm/peri_ln.hpp>
 #include <lnformer/norm/post_ln.hpp>
 #include <lnformer/norm/pre_ln.hpp>
 #include <lnformer/norm/rezero.hpp>
 
 namespace lnformer {
 
-using NormPolicies = TypeList<PostLN, PreLN, AdminLN, DeepNorm, ReZero>;
+using NormPolicies = TypeList<PostLN, PreLN, AdminLN, DeepNorm, ReZero, PeriLN>;
 
 static_assert([]<class... Ns>(TypeList<Ns...>) { return (check_norm_policy<Ns, Cpu>() && ...); }(NormPolicies{}));
 
