@@ -12,7 +12,7 @@
 // std(a_i)/sigma_i (Liu et al.'s unrolling), for AdminLN and DeepNorm w_i/sigma_i and std(a_i)/sigma_i;
 // for a trained model it also absorbs the LayerNorm gains on average. Then, in raw units,
 // B_{i,j} = c_x B_{i-1,j} (j < i), B_{i,i} = c_a, B_{0,0} = std(x_0), and beta_{i,j} = B_{i,j}/std(x_i).
-// The stack's final LayerNorm (PreLN) is a per-token rescaling of x_N and is not a sublayer.
+// The stack's final LayerNorm (PreLN, PeriLN) is a per-token rescaling of x_N and is not a sublayer.
 //
 //   layer_dependency(seq2seq, batch, ctx, StackKind)  one stack of a Seq2Seq (the decoder's
 //                                                     cross-attention reads the real encoder output);
