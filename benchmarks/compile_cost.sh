@@ -2,9 +2,9 @@
 # Compile cost of the header-only library: wall time and peak memory (GNU time's maximum resident set)
 # of compiling, with the build's own flags, one at a time, (1) a translation unit with one
 # Seq2Seq<PreLN, Cpu> training step (benchmarks/compile_cost/one_step.cpp) and (2) the policy-matrix
-# benchmark, which instantiates 5 norms x 4 optimizers x 6 schedules in six units (its main and one per
-# norm: policy_matrix/cells_<norm>.cpp). REPEAT times each (default 1), into a scratch object; the
-# build tree is not touched.
+# benchmark, which instantiates every norm of the policy list x 4 optimizers x 6 schedules: its main
+# and one unit per norm (cells_<norm>.cpp, generated in the build tree from the list). REPEAT times
+# each (default 1), into a scratch object; the build tree is not touched.
 #
 #   bash benchmarks/compile_cost.sh            (BUILD=build by default; configure it first)
 set -euo pipefail

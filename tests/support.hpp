@@ -14,9 +14,21 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace lnformer::test {
+
+/// std::tuple of a TypeList's types: doctest's TEST_CASE_TEMPLATE_APPLY takes a tuple, so that a test
+/// runs for every member of a list (TEST_CASE_TEMPLATE_APPLY(id, test::TupleOf<NormPolicies>)).
+template <class L>
+struct TupleOfList;
+template <template <class...> class L, class... Ts>
+struct TupleOfList<L<Ts...>> {
+  using type = std::tuple<Ts...>;
+};
+template <class L>
+using TupleOf = typename TupleOfList<L>::type;
 
 /// NaN, +inf and -inf: each must make a reduction over it non-finite.
 inline constexpr std::array<float, 3> kNonFinite{std::numeric_limits<float>::quiet_NaN(),

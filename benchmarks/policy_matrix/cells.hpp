@@ -1,9 +1,10 @@
 #pragma once
 // The cells of the policy matrix (benchmarks/bench_policy_matrix.cpp): one training run of a Seq2Seq
 // for a normalization policy x optimizer x schedule. Split from the program so that each norm's 24
-// cells compile in a translation unit of their own (policy_matrix/cells_<norm>.cpp, explicit
-// instantiations of run_cell<Norm>): one 133 s / 1.3 GB compile became six of 34-38 s and at most
-// 767 MB that build in parallel (benchmarks/compile_cost.sh; README "Compile cost").
+// cells compile in a translation unit of their own (cells_<norm>.cpp, generated in the build tree for
+// every policy of the list: an explicit instantiation of run_cell<Norm>, defined in run_cell.hpp): one
+// 133 s / 1.3 GB compile became one per norm of 34-38 s and at most 767 MB that build in parallel
+// (benchmarks/compile_cost.sh; README "Compile cost").
 
 #include <lnformer/lnformer.hpp>
 
@@ -93,55 +94,11 @@ struct Result {
   char error[200] = {};
 };
 
-template <class Norm, class Opt, class Sched>
-Result run_combination(Options const& o) {
-  cpu::set_gemm_math(cpu::parse_gemm_math(o.gemm_math));  // this cell's process only
-  Seq2Seq<Norm, Cpu> model(model_config(o), o.seed);
-  auto const batches = make_batches(o);
-  if constexpr (std::is_same_v<Norm, AdminLN>)
-    apply_admin_profile(model, admin_profile(model, batches[0], ForwardContext{.seed = o.seed}));
-  Trainer trainer(model, make_optimizer<Opt>(), make_schedule<Sched>(o),
-                  TrainerOptions{.clip_norm = o.clip_norm, .seed = o.seed});
-  Result r;
-  std::vector<double> ms;
-  StepStats last;
-  for (int i = 0; i < o.warm_steps + o.steps; ++i) {
-    auto const& batch = batches[static_cast<std::size_t>(i) % batches.size()];
-    auto const t0 = Clock::now();
-    last = trainer.step(batch);
-    double const dt = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    if (i >= o.warm_steps) {
-      ms.push_back(dt);
-      r.target_tokens = last.loss.tokens;
-    }
-  }
-  std::sort(ms.begin(), ms.end());
-  r.ms_per_step = ms[ms.size() / 2];
-  r.tokens_per_s = static_cast<double>(r.target_tokens) / (r.ms_per_step / 1e3);
-  r.gflops = 3 * forward_flops(o) / (r.ms_per_step / 1e3) / 1e9;
-  r.loss = last.loss.loss / static_cast<double>(last.loss.tokens);
-  return r;
-}
-
-/// The cell (Norm, the optimizer and schedule called opt and sched) run in this process.
+/// The cell (Norm, the optimizer and schedule called opt and sched) run in this process. Defined in
+/// policy_matrix/run_cell.hpp, which only the cells' units include: benchmarks/CMakeLists.txt generates
+/// one per policy of NormPolicies (cells_<norm>.cpp in the build tree, an explicit instantiation of
+/// run_cell<Norm>), so the program's own unit compiles none of them.
 template <class Norm>
-Result run_cell(std::string_view opt, std::string_view sched, Options const& o) {
-  return dispatch(
-      Optimizers{}, opt,
-      [&](auto otag) {
-        using Opt = typename decltype(otag)::type;
-        return dispatch(
-            Schedules{}, sched,
-            [&](auto stag) { return run_combination<Norm, Opt, typename decltype(stag)::type>(o); }, "schedule");
-      },
-      "optimizer");
-}
-
-// Instantiated in policy_matrix/cells_<norm>.cpp, one translation unit per norm.
-extern template Result run_cell<PostLN>(std::string_view, std::string_view, Options const&);
-extern template Result run_cell<PreLN>(std::string_view, std::string_view, Options const&);
-extern template Result run_cell<AdminLN>(std::string_view, std::string_view, Options const&);
-extern template Result run_cell<DeepNorm>(std::string_view, std::string_view, Options const&);
-extern template Result run_cell<ReZero>(std::string_view, std::string_view, Options const&);
+Result run_cell(std::string_view opt, std::string_view sched, Options const& o);
 
 }  // namespace lnformer::bench

@@ -125,16 +125,16 @@ int train(Options const& o, Sched const& schedule) {
              o.task, o.symbols, o.min_len, o.max_len, Norm::name, o.layers, o.layers, o.d_model, o.ffn, o.heads,
              n_params);
 
-  if constexpr (std::is_same_v<Norm, AdminLN>) {
-    // Admin: w from one ordinary training batch, profiled in training mode (Liu et al. 2020).
-    Rng profile_rng(o.seed, /*stream=*/3);
-    auto const ex = task.sample(profile_rng, static_cast<std::size_t>(o.batch));
-    apply_admin_profile(model, admin_profile(model, make_batch<Cpu>(ex), ForwardContext{.seed = o.seed}));
-    fmt::print("admin: w profiled on one batch of {} sequences\n", ex.size());
-  }
-
   Trainer trainer(model, Adam{.beta1 = 0.9f, .beta2 = 0.98f}, schedule,
                   TrainerOptions{.clip_norm = o.clip_norm, .seed = o.seed});
+  {
+    // A policy that sets parameters from data (Admin's w, Liu et al. 2020) calibrates on one ordinary
+    // training batch, in training mode.
+    Rng profile_rng(o.seed, /*stream=*/3);
+    auto const ex = task.sample(profile_rng, static_cast<std::size_t>(o.batch));
+    if (trainer.calibrate(make_batch<Cpu>(ex)))
+      fmt::print("{}: calibrated on one batch of {} sequences\n", Norm::name, ex.size());
+  }
   fmt::print("optimizer adam ({}), schedule {} (lr {}, warm-up {}), clip norm {}, {} sequences per step, {} steps\n",
              trainer.optimizer().describe(), Sched::name, o.lr, o.warmup, o.clip_norm, o.batch, o.steps);
 
@@ -186,7 +186,9 @@ int train(Options const& o, Sched const& schedule) {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Train a small Seq2Seq Transformer on an algorithmic task and decode a held-out set"};
-  app.add_option("--norm", o.norm, "normalization policy: " + type_names(NormPolicies{}))->capture_default_str();
+  app.add_option("--norm", o.norm, "normalization policy: " + type_names(NormPolicies{}))
+      ->check(CLI::IsMember(type_name_list(NormPolicies{})))
+      ->capture_default_str();
   app.add_option("--task", o.task, "what the target is: reverse, sort or copy of the source")
       ->check(CLI::IsMember({"reverse", "sort", "copy"}))
       ->capture_default_str();

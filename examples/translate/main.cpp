@@ -153,10 +153,19 @@ int main(int argc, char** argv) {
   t->add_option("--src-lang", rc.src_lang, "source file suffix")->capture_default_str();
   t->add_option("--tgt-lang", rc.tgt_lang, "target file suffix")->capture_default_str();
   t->add_option("--vocab-size", to.vocab_size, "joint SentencePiece vocabulary size")->check(CLI::Range(16, 1000000))->capture_default_str();
-  t->add_option("--norm", rc.norm, "normalization policy: " + type_names(NormPolicies{}))->capture_default_str();
-  t->add_option("--optimizer", rc.optimizer, "optimizer: " + type_names(Optimizers{}))->capture_default_str();
+  // The policy choices are checked here, against the lists: a wrong name is a usage error that lists
+  // the valid ones.
+  auto schedules = type_name_list(Schedules{});
+  schedules.insert(schedules.begin(), "auto");
+  t->add_option("--norm", rc.norm, "normalization policy: " + type_names(NormPolicies{}))
+      ->check(CLI::IsMember(type_name_list(NormPolicies{})))
+      ->capture_default_str();
+  t->add_option("--optimizer", rc.optimizer, "optimizer: " + type_names(Optimizers{}))
+      ->check(CLI::IsMember(type_name_list(Optimizers{})))
+      ->capture_default_str();
   t->add_option("--schedule", rc.schedule,
                 "learning-rate schedule: auto (constant without warm-up, else inverse_sqrt), " + type_names(Schedules{}))
+      ->check(CLI::IsMember(schedules))
       ->capture_default_str();
   t->add_option("--lr", rc.lr, "(peak) learning rate")->check(CLI::PositiveNumber)->capture_default_str();
   t->add_option("--warmup", rc.warmup, "warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();

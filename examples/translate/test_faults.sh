@@ -59,6 +59,13 @@ options)
   option_error "A subcommand is required" --threads 2                            # required (106)
   option_error "argument was not expected: --bogus" train --bogus                # extras (109)
   option_error "--lr: 1 required FLOAT:POSITIVE missing" train --lr              # a missing value (114)
+  # A policy name that is not in the library's list: the valid names (the default among them), no
+  # library internals (a header, a source line, template arguments).
+  for choice in --norm --optimizer --schedule; do
+    option_error "$choice: mid not in \{.*\}" train $choice mid
+    grep -Eq 'type_list|\.hpp|TypeList|TypeTag|lnformer::' opt.log && fail "translate train $choice mid: library internals in the message: $(cat opt.log)"
+  done
+  option_error "--norm: mid not in \{.*pre.*\}" train --norm mid
   "$bin" --help > help.log 2>&1
   expect_status 0 help.log "--help"
   expect_in help.log "Subcommands:" "--help lists the subcommands"

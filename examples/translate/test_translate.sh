@@ -23,6 +23,9 @@
 #               fold-admin writes an AdminLN run as a PostLN model that translates the same.
 #   study       scripts/study-depth.sh at toy size: both runs finish, log statistics, are scored
 #               (best and averaged checkpoints) and summarised; a second call trains nothing again.
+#   norms       every normalization policy the program accepts (read from its own error for an unknown
+#               --norm, so from the library's list) trains 2 steps, calibrating first where the policy
+#               has that hook, and writes a checkpoint.
 #   mpi         (needs LNF_MPIEXEC, the launcher with its options) data-parallel runs on 2 ranks: one
 #               progress report (rank 0's); 4 steps + resume on 2 ranks is bit-identical to 8 steps on
 #               2 ranks; a 2-rank checkpoint resumes on 1 rank and a 1-rank one on 2; a corrupted
@@ -176,6 +179,24 @@ data)
     --valid-tgt raw/valid.en --test-src raw/test.de --test-tgt raw/test.en > missing.log 2>&1
   expect_status 1 missing.log "missing file"
   expect_in missing.log "missing\.de" "missing file: named"
+  ;;
+
+norms)
+  prepare data > prepare.log 2>&1 || { cat prepare.log; fail "prepare"; }
+  "$bin" train --norm none > names.log 2>&1
+  expect_status 1 names.log "train --norm none"
+  names=$(sed -n 's/.*--norm: none not in {\(.*\)}.*/\1/p' names.log)
+  [[ -n $names ]] || { cat names.log; fail "train --norm none: no list of valid names"; }
+  IFS=, read -ra norms <<< "$names"
+  for norm in "${norms[@]}"; do
+    "$bin" --threads 2 train --data data --out "run-$norm" --norm "$norm" --vocab-size 40 --layers 1 --d-model 32 \
+      --ffn 64 --heads 2 --dropout 0.1 --max-tokens 300 --log-every 1 --valid-bleu-sentences 4 --time-budget 0 \
+      --no-test --max-steps 2 --checkpoint-every 2 > "$norm.log" 2>&1
+    expect_status 0 "$norm.log" "train --norm $norm"
+    expect_in "$norm.log" "model: Seq2Seq<$norm>" "train --norm $norm: the model"
+    [[ -f "run-$norm/checkpoint_2.safetensors" ]] || fail "train --norm $norm: no checkpoint"
+  done
+  echo "trained: ${norms[*]}"
   ;;
 
 translate)

@@ -94,20 +94,16 @@ int train_run(TrainContext& tc) {
              bs.sentences, bs.batches, cfg.max_tokens, bs.too_long, cfg.max_len, bs.empty);
   LNF_EXPECTS_AS(ValueError, bs.batches > 0, "no training batch: every pair was left out");
 
-  if constexpr (std::is_same_v<Norm, AdminLN>) {
-    // Admin: w from one ordinary training batch (the first of epoch 1), profiled in training mode.
-    // Rank 0 profiles; the others apply its profile.
-    auto const first = batcher.epoch(1).front();
-    AdminProfile prof;
-    if (root) prof = admin_profile(model, batch_of(tc.train, first), ForwardContext{.seed = cfg.seed});
-    for (auto* v : {&prof.encoder, &prof.decoder}) dist::broadcast_vector(comm, *v);
-    apply_admin_profile(model, prof);
-    fmt::print("admin: w profiled on the first batch ({} sentences)\n", first.size());
-  }
-
   // With several ranks, the Trainer starts every rank from rank 0's parameters and all-reduces.
   Trainer trainer(model, make_optimizer<Opt>(cfg), make_schedule(cfg),
                   TrainerOptions{.clip_norm = cfg.clip_norm, .seed = cfg.seed, .comm = &comm});
+  // A policy that sets parameters from data (Admin's w) calibrates on one ordinary training batch, the
+  // first of epoch 1, in training mode; the ranks then hold rank 0's result.
+  {
+    auto const first = batcher.epoch(1).front();
+    if (trainer.calibrate(batch_of(tc.train, first)))
+      fmt::print("{}: calibrated on the first batch ({} sentences)\n", Norm::name, first.size());
+  }
   Position pos;
   double best_bleu = -1, train_seconds_before = 0;
   std::int64_t best_step = 0, validations_since_best = 0;

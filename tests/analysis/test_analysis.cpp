@@ -10,6 +10,7 @@
 #include <lnformer/analysis/seed_summary.hpp>
 #include <lnformer/core/type_list.hpp>
 #include <lnformer/data/synthetic.hpp>
+#include <lnformer/norm/policies.hpp>
 #include <lnformer/optim/optimizers.hpp>
 #include <lnformer/schedule/schedules.hpp>
 #include <lnformer/train/trainer.hpp>
@@ -242,12 +243,42 @@ TEST_CASE("layer dependency of a trained model (Liu et al. Figure 8)") {
     CHECK(moved > 0.02);
     for (auto const& row : d.beta)
       for (double v : row) CHECK(std::isfinite(v));
-    if constexpr (std::is_same_v<Norm, PreLN>)
-      for (double c : d.coef_x) CHECK(c == doctest::Approx(1).epsilon(1e-3));
+    if constexpr (Norm::additive_residual)
+      for (double c : d.coef_x) CHECK(c == 1.0);
   };
   run(TypeTag<PostLN>{});
   run(TypeTag<PreLN>{});
   run(TypeTag<AdminLN>{});
+}
+
+TEST_CASE("layer dependency of every additive policy: c_x is exactly 1 and c_a is std(a)") {
+  // x_i = x_(i-1) + a_i for every policy whose trait says so (norm/concept.hpp), whatever it does on its
+  // branch: the decomposition is exact by definition, not fitted. Each stack of a Seq2Seq and the stack
+  // of a LanguageModel, for every additive policy of the list.
+  auto const b = batches(1);
+  auto lm_batch = make_lm_batch<Cpu>({{4, 5, 6, 7, 8}, {9, 10}, {11, 12, 4}});
+  int additive = 0;
+  auto check_exact = [](DependencyMatrix const& d) {
+    CHECK(d.reproduction_error < 1e-4);
+    REQUIRE(d.coef_x.size() == d.coef_a.size());
+    for (std::size_t i = 0; i < d.coef_x.size(); ++i) {
+      CHECK(d.coef_x[i] == 1.0);
+      CHECK(d.coef_a[i] == d.branch_std[i]);
+    }
+  };
+  for_each_type(NormPolicies{}, [&]<class Norm>(TypeTag<Norm>) {
+    if constexpr (Norm::additive_residual) {
+      ++additive;
+      CAPTURE(Norm::name);
+      Seq2Seq<Norm, Cpu> m(small_config(3), 1);
+      prepare_for_analysis(m, b[0], kCtx);
+      for (StackKind k : {StackKind::encoder, StackKind::decoder}) check_exact(layer_dependency(m, b[0], kCtx, k));
+      LanguageModel<Norm, Cpu> lm(small_config(3), 2);
+      prepare_for_analysis(lm, lm_batch, kCtx);
+      check_exact(layer_dependency(lm, lm_batch, kCtx));
+    }
+  });
+  CHECK(additive > 0);
 }
 
 TEST_CASE("layer dependency of a LanguageModel reproduces its stack") {

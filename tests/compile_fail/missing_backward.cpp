@@ -4,6 +4,7 @@
 
 struct NoBackward {
   static constexpr std::string_view name = "no-backward";
+  static constexpr bool additive_residual = true;
   template <class B>
   struct Residual {
     Residual(std::int64_t, float, std::string_view) {}

@@ -3,6 +3,7 @@
 
 struct NoFinal {
   static constexpr std::string_view name = "no-final";
+  static constexpr bool additive_residual = true;
   template <class B>
   using Residual = lnformer::PreLN::Residual<B>;
 };

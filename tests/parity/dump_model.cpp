@@ -53,7 +53,7 @@ Variant variant_for(std::string_view policy, bool lm) {
     return lm ? Variant{Activation::gelu, true, true, false, 2} : Variant{Activation::relu, true, false, false, 2};
   if (policy == "deepnorm")
     return lm ? Variant{Activation::relu, true, false, true, 4} : Variant{Activation::gelu, false, true, false, 4};
-  return lm ? Variant{Activation::gelu, true, true, false, 4}  // rezero
+  return lm ? Variant{Activation::gelu, true, true, false, 4}  // rezero, and a policy not named above
             : Variant{Activation::relu, false, false, false, 2};
 }
 
@@ -103,11 +103,9 @@ template <class Model, class BatchT>
 int run(Model& m, BatchT const& batch, std::vector<std::pair<std::string, io::SaveView>> batch_tensors,
         std::string const& policy, std::string const& kind, std::string const& out) {
   ForwardContext const ctx{.training = true, .seed = 5};  // training mode: dropout is 0, so it is the identity
-  if constexpr (std::is_same_v<typename Model::norm_policy, AdminLN>) {
-    // Admin's w as in training: profiled on the batch (PAPERS.md section 2), then perturbed below so
-    // that w is a non-constant vector.
-    (void)admin_profile(m, batch, ctx);
-  }
+  // Parameters set from data as in training (Admin's w profiled on the batch, PAPERS.md section 2),
+  // then perturbed below so that they are non-constant vectors.
+  (void)calibrate_norm(m, batch, ctx);
   Rng rng(20240611);
   perturb_constant_parameters(m, rng);
   m.zero_grad();
@@ -174,8 +172,8 @@ int dump(std::string const& kind, std::string const& out, bool paper) {
 
 int main(int argc, char** argv) {
   if (argc != 4 && !(argc == 5 && std::string_view(argv[4]) == "paper")) {
-    std::fprintf(stderr, "usage: %s <post|pre|admin|deepnorm|rezero> <seq2seq|lm> <out.safetensors> [paper]\n",
-                 argv[0]);
+    std::fprintf(stderr, "usage: %s <policy: %s> <seq2seq|lm> <out.safetensors> [paper]\n", argv[0],
+                 type_names(NormPolicies{}).c_str());
     return 2;
   }
   std::string const policy = argv[1], kind = argv[2], out = argv[3];

@@ -173,11 +173,14 @@ class Policy:
             return layer_norm(P, ln, self.alpha[stack] * x + f(x), self.eps)
         if self.name == "rezero":  # x = x + r f(x), no LayerNorm
             return x + P[f"{layer}.{sub_name}_resweight"] * f(x)
+        if self.name == "peri":  # x = x + LN_out(f(LN_in(x))) (Peri-LN, Kim et al. 2025; Sandwich-LN)
+            h = f(layer_norm(P, ln, x, self.eps))
+            return x + layer_norm(P, f"{layer}.{sub_name}_out_layer_norm", h, self.eps)
         raise ValueError(f"unknown policy {self.name}")
 
     def final(self, P, stack, x):
-        """What follows the stack: a final LayerNorm for PreLN only."""
-        return layer_norm(P, f"{stack}.layer_norm", x, self.eps) if self.name == "pre" else x
+        """What follows the stack: a final LayerNorm for PreLN and PeriLN."""
+        return layer_norm(P, f"{stack}.layer_norm", x, self.eps) if self.name in ("pre", "peri") else x
 
 
 # --- the models ----------------------------------------------------------------------------------

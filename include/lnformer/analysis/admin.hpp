@@ -48,17 +48,8 @@ std::pair<int, int> residual_counts(Model& m) {
 /// value starts at 1 for the encoder and for the decoder separately. Gradients are not touched.
 template <detail::AdminModel Model, class BatchT>
 AdminProfile admin_profile(Model& model, BatchT const& batch, ForwardContext ctx) {
-  AdminProfiler enc, dec;
-  model.for_each_residual([&](auto& res, auto&, StackKind k, int) { res.profiler = k == StackKind::encoder ? &enc : &dec; });
-  ctx.training = true;
-  try {
-    (void)model.forward(batch, ctx);
-  } catch (...) {
-    model.for_each_residual([](auto& res, auto&, StackKind, int) { res.profiler = nullptr; });
-    throw;
-  }
-  model.for_each_residual([](auto& res, auto&, StackKind, int) { res.profiler = nullptr; });
-  return {enc.values, dec.values};
+  auto [enc, dec] = AdminLN::profile(model, batch, ctx);
+  return {std::move(enc), std::move(dec)};
 }
 
 template <detail::AdminModel Model>

@@ -86,11 +86,12 @@ struct ModelTraits<LanguageModel<Norm, B>> {
 
 }  // namespace detail
 
-/// What a policy needs before it is measured at initialisation: AdminLN profiles w on `batch`
-/// (PAPERS.md section 2: one training-mode forward pass); other policies need nothing.
+/// What a policy needs before it is measured at initialisation: its calibrate hook on `batch`, for
+/// the policies that have one (AdminLN profiles w: PAPERS.md section 2, one training-mode forward
+/// pass); other policies need nothing.
 template <class Model, class BatchT>
 void prepare_for_analysis(Model& model, BatchT const& batch, ForwardContext const& ctx) {
-  if constexpr (std::same_as<typename Model::norm_policy, AdminLN>) (void)admin_profile(model, batch, ctx);
+  (void)calibrate_norm(model, batch, ctx);
 }
 
 /// A model of `layers` layers per stack (Seq2Seq: enc_layers = dec_layers = layers unless

@@ -6,12 +6,13 @@
 // â_i = a_i / std(a_i) (â_0 = x_0 / std(x_0)). Unrolling the residual recurrence gives
 //   x_i / std(x_i) = sum_{j <= i} beta_{i,j} â_j.
 // Each step is decomposed by least squares over every element of the batch tensor (padding
-// included, as in Admin's profiling): x_i ≈ c_x x_{i-1} + c_a â_i (centred). For PreLN and ReZero this
-// is exact (c_x = 1, c_a = std(a_i)); for PostLN it gives the LayerNorm's 1/sigma_i and
+// included, as in Admin's profiling): x_i ≈ c_x x_{i-1} + c_a â_i (centred). For a policy whose
+// residual is additive (Norm::additive_residual: PreLN, ReZero, ...) this is exact: a_i = x_i - x_{i-1}
+// and c_x = 1, c_a = std(a_i) by definition, not fitted; for PostLN it gives the LayerNorm's 1/sigma_i and
 // std(a_i)/sigma_i (Liu et al.'s unrolling), for AdminLN and DeepNorm w_i/sigma_i and std(a_i)/sigma_i;
 // for a trained model it also absorbs the LayerNorm gains on average. Then, in raw units,
 // B_{i,j} = c_x B_{i-1,j} (j < i), B_{i,i} = c_a, B_{0,0} = std(x_0), and beta_{i,j} = B_{i,j}/std(x_i).
-// The stack's final LayerNorm (PreLN) is a per-token rescaling of x_N and is not a sublayer.
+// The stack's final LayerNorm (PreLN, PeriLN) is a per-token rescaling of x_N and is not a sublayer.
 //
 //   layer_dependency(seq2seq, batch, ctx, StackKind)  one stack of a Seq2Seq (the decoder's
 //                                                     cross-attention reads the real encoder output);
@@ -68,8 +69,9 @@ struct DependencyBuilder {
     m.beta.push_back({1.0});
     raw_prev = {sd};
   }
-  /// One sublayer: input x, branch output a, output y (all the same size).
-  void step(std::vector<float> const& x, std::vector<float> const& a, std::vector<float> const& y) {
+  /// One sublayer: input x, branch output a, output y (all the same size). additive: y = x + a, so
+  /// c_x = 1 and c_a = std(a) exactly; otherwise both are fitted.
+  void step(std::vector<float> const& x, std::vector<float> const& a, std::vector<float> const& y, bool additive) {
     auto const [mx, sx] = mean_std(x);
     auto const [ma, sa] = mean_std(a);
     auto const [my, sy] = mean_std(y);
@@ -82,7 +84,9 @@ struct DependencyBuilder {
     }
     double cx = 0, ca = 0;
     double const det = xx * aa - xa * xa;
-    if (aa > 0 && std::abs(det) > 1e-12 * xx * aa) {
+    if (additive) {
+      cx = 1, ca = sa;
+    } else if (aa > 0 && std::abs(det) > 1e-12 * xx * aa) {
       cx = (xy * aa - ay * xa) / det;
       ca = (ay * xx - xy * xa) / det;
     } else if (xx > 0) {
@@ -102,22 +106,20 @@ struct DependencyBuilder {
   }
 };
 
-template <class Norm>
-inline constexpr bool kAdditiveResidual = std::same_as<Norm, PreLN> || std::same_as<Norm, ReZero>;
-
-/// Runs one residual, recording (x, a, y); returns y.
+/// Runs one residual, recording (x, a, y); returns y. The branch output a is y - x for an additive
+/// residual (whatever the policy does on its branch), otherwise the policy's branch_output.
 template <class Norm, class B, class Res, class Sub>
 CView<B> observe(DependencyBuilder& d, Res& res, Sub& sub, CView<B> x, ForwardContext const& ctx) {
   auto xh = host_copy<B>(x);
   std::vector<float> a;
-  if constexpr (!kAdditiveResidual<Norm>) a = host_copy<B>(res.branch.forward(x, sub, ctx));
+  if constexpr (!Norm::additive_residual) a = host_copy<B>(res.branch_output(x, sub, ctx));
   CView<B> y = res.forward(x, sub, ctx);
   auto yh = host_copy<B>(y);
-  if constexpr (kAdditiveResidual<Norm>) {
+  if constexpr (Norm::additive_residual) {
     a.resize(yh.size());
     for (std::size_t k = 0; k < yh.size(); ++k) a[k] = yh[k] - xh[k];
   }
-  d.step(xh, a, yh);
+  d.step(xh, a, yh, Norm::additive_residual);
   return y;
 }
 

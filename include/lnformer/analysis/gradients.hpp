@@ -130,7 +130,7 @@ struct DepthValue {
 
 /// Theorem 1's panel: for each depth L (layers per stack), ||dL/dW^{2,L}||_F of the last layer of
 /// `stack` at initialisation, for the models of seeds model_seed, model_seed + 1, ... (each averaged
-/// over the batches). AdminLN models are profiled on batches[0] first.
+/// over the batches). Models whose policy calibrates (AdminLN) are calibrated on batches[0] first.
 template <template <class, class> class M, class Norm, class B = Cpu, class BatchT>
 std::vector<DepthValue> last_fc2_grad_norm_vs_depth(ModelConfig const& base, std::vector<int> const& depths,
                                                     std::span<BatchT const> batches, ForwardContext const& ctx,

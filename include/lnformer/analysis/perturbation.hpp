@@ -176,7 +176,7 @@ struct OutputChangeSweep {
 
 /// Figure 4: the output change for models whose measured stack has each of `layers` layers
 /// (Seq2Seq: the encoder, the decoder keeps base.dec_layers; LanguageModel: its stack), one model
-/// and sign draw per seed. AdminLN models are profiled on `batch` first.
+/// and sign draw per seed. Models whose policy calibrates (AdminLN) are calibrated on `batch` first.
 template <template <class, class> class M, class Norm, class B = Cpu, class BatchT>
 std::vector<OutputChangePoint> output_change_vs_depth(ModelConfig const& base, std::vector<int> const& layers,
                                                       BatchT const& batch, ForwardContext const& ctx,

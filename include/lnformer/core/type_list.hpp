@@ -11,6 +11,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace lnformer {
 
@@ -38,19 +39,35 @@ std::string type_names(TypeList<Ts...>) {
   return s;
 }
 
+/// The names of the list's members, in order (for a command-line parser's choice check).
+template <class... Ts>
+std::vector<std::string> type_name_list(TypeList<Ts...>) {
+  return {std::string(Ts::name)...};
+}
+
+namespace detail {
+/// A name typed by a user is not one of the list's: the message says what was asked for and the valid
+/// names, and nothing about where in the library that was found (no source location, no types).
+template <class... Ts>
+[[noreturn]] void throw_unknown_name(TypeList<Ts...> list, std::string_view name, std::string_view what) {
+  throw ValueError(fmt::format("unknown {} '{}'; valid: {}", what, name, type_names(list)));
+}
+}  // namespace detail
+
 /// Calls f(TypeTag<T>{}) for the T of the list whose `name` equals `name`; ValueError listing the
-/// valid names otherwise. `what` names the choice in the message ("normalization policy").
+/// valid names otherwise (a user-input error: no library internals in the message). `what` names the
+/// choice in the message ("normalization policy", "--norm").
 template <class... Ts, class F>
 auto dispatch(TypeList<Ts...> list, std::string_view name, F&& f, std::string_view what = "choice") {
   using R = decltype(f(TypeTag<std::tuple_element_t<0, std::tuple<Ts...>>>{}));
   if constexpr (std::is_void_v<R>) {
     bool found = false;
     (void)((!found && Ts::name == name ? (f(TypeTag<Ts>{}), found = true) : false), ...);
-    LNF_EXPECTS_AS(ValueError, found, "unknown {} '{}'; valid: {}", what, name, type_names(list));
+    if (!found) detail::throw_unknown_name(list, name, what);
   } else {
     std::optional<R> out;
     (void)((!out && Ts::name == name ? (out.emplace(f(TypeTag<Ts>{})), true) : false), ...);
-    LNF_EXPECTS_AS(ValueError, out.has_value(), "unknown {} '{}'; valid: {}", what, name, type_names(list));
+    if (!out) detail::throw_unknown_name(list, name, what);
     return *std::move(out);
   }
 }

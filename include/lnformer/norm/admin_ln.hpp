@@ -13,6 +13,7 @@
 #include <lnformer/ops/elementwise.hpp>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 namespace lnformer {
@@ -41,11 +42,12 @@ struct AdminProfiler {
 
 struct AdminLN {
   static constexpr std::string_view name = "admin";
+  static constexpr bool additive_residual = false;  // LN(x * w + ...)
 
   template <class B>
   struct Residual {
     LayerNorm<B> ln;
-    detail::Branch<B> branch;
+    Branch<B> branch;
     Parameter<B> w;                    // [d], 1 at construction; excluded from weight decay
     AdminProfiler* profiler = nullptr;  // set only during admin_profile()
     bool w_trainable = true;
@@ -68,7 +70,7 @@ struct AdminLN {
         profiler->r = std::sqrt(wi * wi * detail::population_variance<B>(x) + detail::population_variance<B>(h));
       }
       x_ = x;
-      auto s = detail::ensure(sum_, x.shape());
+      auto s = ensure(sum_, x.shape());
       ops::scale_add(B{}, s, x, w.value, 1.f, h);
       return ln.forward(s);
     }
@@ -76,14 +78,19 @@ struct AdminLN {
     CView<B> backward(CView<B> dy, F& f) {
       auto ds = ln.backward(dy);
       auto dxf = branch.backward(ds, f);
-      auto dx = detail::ensure(dx_, ds.shape());
+      auto dx = ensure(dx_, ds.shape());
       ops::scale_add_backward(B{}, dx, w_trainable ? View<B>(w.grad) : View<B>{}, ds, x_, w.value, 1.f);
       ops::add(B{}, dx, dx, dxf);
       return dx;
     }
+    /// The branch output a = drop(f(x)) that forward combines with x (for the analysis).
+    template <class F>
+    CView<B> branch_output(CView<B> x, F& f, ForwardContext const& ctx) {
+      return branch.forward(x, f, ctx);
+    }
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
-      ln.collect(detail::join_name(prefix, names.layer_norm), out);
-      if (w_trainable) out.push_back({detail::join_name(prefix, std::string(names.sublayer) + "_admin_w"), &w});
+      ln.collect(join_name(prefix, names.layer_norm), out);
+      if (w_trainable) out.push_back({join_name(prefix, std::string(names.sublayer) + "_admin_w"), &w});
     }
 
    private:
@@ -103,6 +110,33 @@ struct AdminLN {
         res.w_trainable = false;
       }
     });
+  }
+
+  /// Admin's profiling (PAPERS.md section 2): one training-mode forward pass on an ordinary training
+  /// batch sets every w in sublayer order, the running value starting at 1 for each stack. Returns the
+  /// values, {encoder, decoder}. Gradients are not touched. (analysis/admin.hpp's admin_profile wraps it.)
+  template <class Model, class BatchT>
+  static std::pair<std::vector<double>, std::vector<double>> profile(Model& model, BatchT const& batch,
+                                                                     ForwardContext ctx) {
+    AdminProfiler enc, dec;
+    model.for_each_residual(
+        [&](auto& res, auto&, StackKind k, int) { res.profiler = k == StackKind::encoder ? &enc : &dec; });
+    auto detach = [&] { model.for_each_residual([](auto& res, auto&, StackKind, int) { res.profiler = nullptr; }); };
+    ctx.training = true;
+    try {
+      (void)model.forward(batch, ctx);
+    } catch (...) {
+      detach();
+      throw;
+    }
+    detach();
+    return {std::move(enc.values), std::move(dec.values)};
+  }
+
+  /// The calibrate hook (norm/concept.hpp): w profiled on `batch`.
+  template <class Model, class BatchT>
+  static void calibrate(Model& model, BatchT const& batch, ForwardContext const& ctx) {
+    (void)profile(model, batch, ctx);
   }
 };
 

@@ -6,7 +6,7 @@
 //   decoder-only:    alpha (2M)^(1/4), beta (8M)^(-1/4).
 // One header and one entry in the policy list: nothing else in the library knows about it.
 
-#include <lnformer/model/layers.hpp>
+#include <lnformer/norm/stack_kind.hpp>
 #include <lnformer/norm/concept.hpp>
 #include <lnformer/norm/residual_branch.hpp>
 #include <lnformer/ops/elementwise.hpp>
@@ -17,11 +17,12 @@ namespace lnformer {
 
 struct DeepNorm {
   static constexpr std::string_view name = "deepnorm";
+  static constexpr bool additive_residual = false;  // LN(alpha * x + ...)
 
   template <class B>
   struct Residual {
     LayerNorm<B> ln;
-    detail::Branch<B> branch;
+    Branch<B> branch;
     float alpha = 1.f;  // set by initialize() from the model's depth
 
     Residual(std::int64_t d, float dropout, std::string_view site) : ln(d), branch(dropout, site) {}
@@ -29,7 +30,7 @@ struct DeepNorm {
     template <class F>
     CView<B> forward(CView<B> x, F& f, ForwardContext const& ctx) {
       auto h = branch.forward(x, f, ctx);
-      auto s = detail::ensure(sum_, x.shape());
+      auto s = ensure(sum_, x.shape());
       ops::scale_add(B{}, s, x, CView<B>{}, alpha, h);
       return ln.forward(s);
     }
@@ -37,13 +38,18 @@ struct DeepNorm {
     CView<B> backward(CView<B> dy, F& f) {
       auto ds = ln.backward(dy);
       auto dxf = branch.backward(ds, f);
-      auto dx = detail::ensure(dx_, ds.shape());
+      auto dx = ensure(dx_, ds.shape());
       ops::scale_add_backward(B{}, dx, View<B>{}, ds, ds, CView<B>{}, alpha);  // x unused without dw
       ops::add(B{}, dx, dx, dxf);
       return dx;
     }
+    /// The branch output a = drop(f(x)) that forward combines with x (for the analysis).
+    template <class F>
+    CView<B> branch_output(CView<B> x, F& f, ForwardContext const& ctx) {
+      return branch.forward(x, f, ctx);
+    }
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
-      ln.collect(detail::join_name(prefix, names.layer_norm), out);
+      ln.collect(join_name(prefix, names.layer_norm), out);
     }
 
    private:

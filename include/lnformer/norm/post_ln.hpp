@@ -9,11 +9,12 @@ namespace lnformer {
 
 struct PostLN {
   static constexpr std::string_view name = "post";
+  static constexpr bool additive_residual = false;  // the LayerNorm is on the skip path
 
   template <class B>
   struct Residual {
     LayerNorm<B> ln;
-    detail::Branch<B> branch;
+    Branch<B> branch;
 
     Residual(std::int64_t d, float dropout, std::string_view site) : ln(d), branch(dropout, site) {}
 
@@ -25,12 +26,17 @@ struct PostLN {
     CView<B> backward(CView<B> dy, F& f) {
       auto ds = ln.backward(dy);                  // d(x + h)
       auto dxf = branch.backward(ds, f);          // through f
-      auto dx = detail::ensure(dx_, ds.shape());
+      auto dx = ensure(dx_, ds.shape());
       ops::add(B{}, dx, ds, dxf);                 // skip path + branch path
       return dx;
     }
+    /// The branch output a = drop(f(x)) that forward combines with x (for the analysis).
+    template <class F>
+    CView<B> branch_output(CView<B> x, F& f, ForwardContext const& ctx) {
+      return branch.forward(x, f, ctx);
+    }
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
-      ln.collect(detail::join_name(prefix, names.layer_norm), out);
+      ln.collect(join_name(prefix, names.layer_norm), out);
     }
 
    private:

@@ -10,11 +10,12 @@ namespace lnformer {
 
 struct PreLN {
   static constexpr std::string_view name = "pre";
+  static constexpr bool additive_residual = true;  // y = x + drop(f(LN(x)))
 
   template <class B>
   struct Residual {
     LayerNorm<B> ln;
-    detail::Branch<B> branch;
+    Branch<B> branch;
 
     Residual(std::int64_t d, float dropout, std::string_view site) : ln(d), branch(dropout, site) {}
 
@@ -28,7 +29,7 @@ struct PreLN {
       return ln.backward(dn, dy);  // skip path + branch path, summed in the norm's backward pass
     }
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
-      ln.collect(detail::join_name(prefix, names.layer_norm), out);
+      ln.collect(join_name(prefix, names.layer_norm), out);
     }
   };
 

@@ -10,10 +10,11 @@ namespace lnformer {
 
 struct ReZero {
   static constexpr std::string_view name = "rezero";
+  static constexpr bool additive_residual = true;  // y = x + r * drop(f(x))
 
   template <class B>
   struct Residual {
-    detail::Branch<B> branch;
+    Branch<B> branch;
     Parameter<B> r;  // [1], 0 at construction; excluded from weight decay
 
     Residual(std::int64_t /*d*/, float dropout, std::string_view site) : branch(dropout, site), r(Shape{1}, false) {}
@@ -21,21 +22,21 @@ struct ReZero {
     template <class F>
     CView<B> forward(CView<B> x, F& f, ForwardContext const& ctx) {
       h_ = branch.forward(x, f, ctx);
-      auto y = detail::ensure(y_, x.shape());
+      auto y = ensure(y_, x.shape());
       ops::scale_add(B{}, y, h_, r.value, 1.f, x);  // r * h + x
       return y;
     }
     template <class F>
     CView<B> backward(CView<B> dy, F& f) {
-      auto dh = detail::ensure(dh_, dy.shape());
+      auto dh = ensure(dh_, dy.shape());
       ops::scale_add_backward(B{}, dh, r.grad, dy, h_, r.value, 1.f);
       auto dxf = branch.backward(dh, f);
-      auto dx = detail::ensure(dx_, dy.shape());
+      auto dx = ensure(dx_, dy.shape());
       ops::add(B{}, dx, dy, dxf);
       return dx;
     }
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
-      out.push_back({detail::join_name(prefix, std::string(names.sublayer) + "_resweight"), &r});
+      out.push_back({join_name(prefix, std::string(names.sublayer) + "_resweight"), &r});
     }
 
    private:

@@ -9,6 +9,9 @@
 //   check: loss and norm finite, loss not exploding       // else DivergenceError, nothing updated
 //   opt.step(state, params, schedule(step));
 //
+// Before the first step, trainer.calibrate(batch) runs the policy's calibrate hook where it has one
+// (AdminLN's profiling; calibrate_norm(model, batch, ctx) in a hand-written loop).
+//
 // Gradient accumulation: step(std::span of K batches) makes one update from all of them (the
 // gradient of the mean loss over their target tokens), as fairseq's --update-freq K does.
 //
@@ -41,6 +44,7 @@
 #include <lnformer/io/safetensors.hpp>
 #include <lnformer/model/stack.hpp>
 #include <lnformer/nn/parameter.hpp>
+#include <lnformer/norm/concept.hpp>
 #include <lnformer/optim/clip.hpp>
 #include <lnformer/optim/concept.hpp>
 #include <lnformer/optim/state_io.hpp>
@@ -119,6 +123,18 @@ class Trainer {
       dist::broadcast_parameters(*options_.comm, params_);
       reducer_.emplace(*options_.comm, options_.bucket_floats);
     }
+  }
+
+  /// The normalization policy's calibrate hook on `batch` (norm/concept.hpp; AdminLN profiles w), for
+  /// a policy that has one; returns whether it ran. Call it once before the first step, on an ordinary
+  /// training batch (not after loading a checkpoint: that restores calibrated parameters). Dropout
+  /// masks: options.seed, pass 0 (no training step uses pass 0). Data-parallel: every rank calls it;
+  /// rank 0's parameters are then broadcast, so the ranks stay identical whatever batch each used.
+  template <class BatchT>
+  bool calibrate(BatchT const& batch) {
+    bool const ran = calibrate_norm(model_, batch, ForwardContext{.training = true, .seed = options_.seed});
+    if (ran && distributed()) dist::broadcast_parameters(*options_.comm, params_);
+    return ran;
   }
 
   /// One update from `batch` (a Batch or LmBatch the model's forward takes); with a communicator,
