@@ -28,10 +28,10 @@
 //
 //   paper_figures                                        everything, d 64 (minutes on 2 cores)
 //   paper_figures --only theorem1,output_change          a subset
-//   the papers' sizes (docs/figures; README "Paper figures" has the commands and times):
+//   the papers' sizes (docs/figures; docs/papers.md has the commands and times):
 //   paper_figures --only grad_norms,theorem1 --d-model 256 --ffn 512 --depths 3,6,12,24 --seeds 10
-//   paper_figures --only output_change --d-model 128 --ffn 256 --sublayers 2,4,8,12,16,24,32,40,48
-//                 --perturb-seeds 30
+//   paper_figures --only output_change --d-model 128 --ffn 256
+//                 --sublayers 2,4,8,12,16,24,32,40,48,64,96,128 --perturb-seeds 30
 //
 // Without gnuplot the CSVs and .gp scripts are still written; `cd DIR && gnuplot NAME.gp` renders them.
 // The fitted quantities are printed to stdout, progress to stderr.
