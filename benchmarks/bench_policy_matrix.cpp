@@ -7,8 +7,10 @@
 //   tgt tok/s   non-padding target tokens per second
 //   GFLOP/s     model FLOPs per second: 3x the forward GEMM FLOPs (projections, attention products,
 //               FFN, output head) of the padded batch, the usual training-FLOP count
-//   of peak     that rate over the f32 GEMM peak, measured in the same run by a raw oneDNN matmul
-//               (--peak-size cube, same threads, best of at least 12 repetitions and 0.5 s), taken
+//   of peak     that rate over the GEMM peak, measured in the same run by a raw oneDNN matmul
+//               (--peak-size cube, same threads, best of at least 12 repetitions and 0.5 s; f32, or
+//               with --gemm-math bf16 on a CPU with oneDNN bf16 kernels, bf16 operands and an f32
+//               result, where the f32 peak is printed beside it once), taken
 //               before the first combination, again before each one and once after the last: the
 //               table, printed as the run goes, divides by the best measurement so far, the JSON by
 //               the best of the whole run. A shared machine's peak varies, and one measurement that
@@ -58,30 +60,38 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-/// Best GFLOP/s of a raw oneDNN f32 matmul n x n x n over at least 12 repetitions and 0.5 s: the peak
-/// the model's FLOP rate is compared with.
-Result measure_peak(Options const& o) {
+/// Best GFLOP/s of a raw oneDNN matmul n x n x n over at least 12 repetitions and 0.5 s: the peak
+/// the model's FLOP rate is compared with. f32: f32 operands and result; bf16: bf16 operands, f32
+/// result and accumulation, as the library's bf16 GEMM math runs them (error set where oneDNN has no
+/// bf16 kernel on this CPU).
+Result measure_peak(Options const& o, dnnl::memory::data_type type) {
   using dnnl::memory;
-  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  dnnl::stream strm(eng);
-  memory::dims const dims{o.peak_size, o.peak_size};
-  memory::desc const md(dims, memory::data_type::f32, memory::format_tag::ab);
-  memory a(md, eng), b(md, eng), c(md, eng);
-  for (auto* m : {&a, &b}) {
-    auto* p = static_cast<float*>(m->get_data_handle());
-    for (std::int64_t i = 0; i < o.peak_size * o.peak_size; ++i) p[i] = static_cast<float>((i * 7919) % 1000) / 1000.f;
-  }
-  dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(md, md, md), eng));
-  double best = 1e30;
-  auto const start = Clock::now();
-  for (int rep = 0; rep < 12 || std::chrono::duration<double>(Clock::now() - start).count() < 0.5; ++rep) {
-    auto const t0 = Clock::now();
-    prim.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
-    strm.wait();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-  }
   Result r;
-  r.gflops = 2.0 * std::pow(static_cast<double>(o.peak_size), 3) / best / 1e9;
+  try {
+    dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+    dnnl::stream strm(eng);
+    memory::dims const dims{o.peak_size, o.peak_size};
+    memory::desc const in_md(dims, type, memory::format_tag::ab);
+    memory::desc const out_md(dims, memory::data_type::f32, memory::format_tag::ab);
+    memory a(in_md, eng), b(in_md, eng), c(out_md, eng);
+    memory src(out_md, eng);  // f32 values, reordered into a and b (converted where they are bf16)
+    auto* p = static_cast<float*>(src.get_data_handle());
+    for (std::int64_t i = 0; i < o.peak_size * o.peak_size; ++i) p[i] = static_cast<float>((i * 7919) % 1000) / 1000.f;
+    dnnl::reorder(src, a).execute(strm, src, a);
+    dnnl::reorder(src, b).execute(strm, src, b);
+    dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(in_md, in_md, out_md), eng));
+    double best = 1e30;
+    auto const start = Clock::now();
+    for (int rep = 0; rep < 12 || std::chrono::duration<double>(Clock::now() - start).count() < 0.5; ++rep) {
+      auto const t0 = Clock::now();
+      prim.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+      strm.wait();
+      best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    r.gflops = 2.0 * std::pow(static_cast<double>(o.peak_size), 3) / best / 1e9;
+  } catch (dnnl::error const& e) {
+    std::snprintf(r.error, sizeof r.error, "oneDNN: %s", e.what());
+  }
   return r;
 }
 
@@ -177,26 +187,40 @@ int main(int argc, char** argv) {
                "{} untimed + {} timed steps; lr {} (warm-up {}), clip {}; OMP_NUM_THREADS={}\n",
                o.layers, o.layers, o.d_model, o.ffn, o.heads, o.vocab, o.sentences, o.src_len, o.tgt_len,
                o.warm_steps, o.steps, o.lr, o.warmup, o.clip_norm, threads ? threads : "(unset)");
-    // The peak: the best of the measurements so far (remeasure() before each combination).
-    double peak = 0, peak_low = 1e30;
-    int peak_count = 0;
-    auto remeasure = [&] {
-      auto const [p, p_mb] = in_child([&] { return measure_peak(o); });
-      LNF_EXPECTS_AS(BackendError, p.error[0] == '\0', "GEMM peak measurement failed: {}", p.error);
-      peak = std::max(peak, p.gflops);
-      peak_low = std::min(peak_low, p.gflops);
-      ++peak_count;
-    };
-    remeasure();
-    fmt::print("f32 GEMM peak (raw oneDNN matmul {0}x{0}x{0}): {1:.1f} GFLOP/s, measured again before each "
-               "combination (each row's \"of peak\" is of the best so far); model {2:.2f} GFLOP per training step\n",
-               o.peak_size, peak, 3 * forward_flops(o) / 1e9);
     // Not cpu::native_bf16_gemm() here: the parent runs no oneDNN (it forks the cells).
     auto const [native, native_mb] = in_child([] {
       Result r;
       r.gflops = cpu::native_bf16_gemm() ? 1 : 0;
       return r;
     });
+    // The peak of the kernels the rows run: bf16 GEMM math on oneDNN's bf16 kernels is compared with a
+    // bf16 matmul, everything else (f32, emulated bf16) with an f32 one.
+    bool const bf16_peak = o.gemm_math == "bf16" && native.gflops > 0;
+    auto const peak_type = bf16_peak ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+    std::string_view const peak_name = bf16_peak ? "bf16" : "f32";
+    auto peak_of = [&](dnnl::memory::data_type type) {
+      auto const [p, p_mb] = in_child([&] { return measure_peak(o, type); });
+      LNF_EXPECTS_AS(BackendError, p.error[0] == '\0', "GEMM peak measurement failed: {}", p.error);
+      return p.gflops;
+    };
+    // The peak: the best of the measurements so far (remeasure() before each combination).
+    double peak = 0, peak_low = 1e30;
+    int peak_count = 0;
+    auto remeasure = [&] {
+      double const p = peak_of(peak_type);
+      peak = std::max(peak, p);
+      peak_low = std::min(peak_low, p);
+      ++peak_count;
+    };
+    remeasure();
+    fmt::print("{0} GEMM peak (raw oneDNN matmul {1}x{1}x{1}{2}): {3:.1f} GFLOP/s, measured again before each "
+               "combination (each row's \"of peak\" is of the best so far); model {4:.2f} GFLOP per training step\n",
+               peak_name, o.peak_size, bf16_peak ? ", bf16 operands, f32 result" : "", peak,
+               3 * forward_flops(o) / 1e9);
+    double const f32_peak = bf16_peak ? peak_of(dnnl::memory::data_type::f32) : peak;
+    if (bf16_peak)
+      fmt::print("f32 GEMM peak of the same matmul, for comparison: {:.1f} GFLOP/s (bf16/f32 {:.2f})\n", f32_peak,
+                 peak / f32_peak);
     fmt::print("GEMM math: {}{}\n\n", o.gemm_math,
                o.gemm_math != "bf16" ? ""
                : native.gflops > 0   ? " (oneDNN bf16 kernels)"
@@ -249,10 +273,10 @@ int main(int argc, char** argv) {
     remeasure();
     for (auto& row : rows)
       if (row.contains("gflops")) row["fraction_of_peak"] = row["gflops"].get<double>() / peak;
-    fmt::print("\n{} combinations in {:.0f} s{}; f32 GEMM peak: best {:.1f}, lowest {:.1f} GFLOP/s of {} measurements "
+    fmt::print("\n{} combinations in {:.0f} s{}; {} GEMM peak: best {:.1f}, lowest {:.1f} GFLOP/s of {} measurements "
                "(the JSON's fraction_of_peak is of the best)\n",
                rows.size(), std::chrono::duration<double>(Clock::now() - t_all).count(),
-               failures ? fmt::format(", {} failed", failures) : "", peak, peak_low, peak_count);
+               failures ? fmt::format(", {} failed", failures) : "", peak_name, peak, peak_low, peak_count);
     if (!o.json.empty()) {
       nlohmann::json doc{{"config",
                           {{"layers", o.layers}, {"d_model", o.d_model}, {"ffn", o.ffn}, {"heads", o.heads},
@@ -262,6 +286,8 @@ int main(int argc, char** argv) {
                            {"native_bf16", native.gflops > 0}}},
                          {"gemm_peak_gflops", peak},
                          {"gemm_peak_lowest_gflops", peak_low},
+                         {"gemm_peak_type", peak_name},
+                         {"f32_gemm_peak_gflops", f32_peak},
                          {"forward_gflop_per_batch", forward_flops(o) / 1e9},
                          {"rows", rows}};
       std::ofstream f(o.json);

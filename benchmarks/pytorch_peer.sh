@@ -77,6 +77,7 @@ cfg = json.load(open(f"{d}/lnf.json"))["config"]
 math = cfg.get("gemm_math", "f32") + (" (oneDNN bf16 kernels)" if cfg.get("native_bf16") else " (emulated)") \
     if cfg.get("gemm_math") == "bf16" else "f32"
 print(f"(lnformer GEMM math {math}; PyTorch {t['version']}, {t['threads']} threads, BLAS {t['blas']}, "
-      f"ratio against its fastest of autocast {', '.join(r['autocast'] for r in runs)}; f32 GEMM peak {peak:.1f} GFLOP/s, "
-      f"the best of lnformer's run, lowest {peak_low:.1f})")
+      f"ratio against its fastest of autocast {', '.join(r['autocast'] for r in runs)}; "
+      f"{json.load(open(f'{d}/lnf.json')).get('gemm_peak_type', 'f32')} GEMM peak {peak:.1f} GFLOP/s, "
+      f"the best of lnformer's run, lowest {peak_low:.1f}; \"of peak\" is of that)")
 PY
