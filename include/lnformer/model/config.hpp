@@ -36,6 +36,9 @@ struct ModelConfig {
   InitScheme init = InitScheme::fairseq;
   bool zero_init_qk = false;        ///< zero query and key projections (Xiong et al.'s analysis option)
   float label_smoothing = 0.1f;     ///< fairseq's label-smoothed cross-entropy epsilon
+  /// The layers of a stack keep two sets of backward-only buffers, used alternately, instead of one
+  /// each (nn/layer.hpp BackwardBuffer); the gradients are the same either way.
+  bool share_backward_buffers = true;
 
   void validate() const {
     LNF_EXPECTS_AS(ValueError, enc_layers >= 0 && dec_layers >= 0, "ModelConfig: negative layer count ({}, {})",

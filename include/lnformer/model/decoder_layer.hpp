@@ -54,6 +54,19 @@ class DecoderLayer {
     ffn.collect(prefix, out);
     ffn_res.collect(prefix, {"final_layer_norm", "ffn"}, out);
   }
+  /// The buffers only backward uses become those of `other` (the stack shares layer l % 2's with layer
+  /// l; nn/layer.hpp BackwardBuffer says why that is safe); the residuals' too where the policy
+  /// provides share_backward_buffers.
+  void share_backward_buffers(DecoderLayer& other) {
+    self_attn.share_backward_buffers(other.self_attn);
+    encoder_attn.share_backward_buffers(other.encoder_attn);
+    ffn.share_backward_buffers(other.ffn);
+    if constexpr (requires(Residual& r) { r.share_backward_buffers(r); }) {
+      self_res.share_backward_buffers(other.self_res);
+      cross_res.share_backward_buffers(other.cross_res);
+      ffn_res.share_backward_buffers(other.ffn_res);
+    }
+  }
   template <class F>
   void for_each_residual(F&& f) {
     f(self_res, self_attn, 0);

@@ -46,6 +46,17 @@ class EncoderLayer {
     ffn.collect(prefix, out);
     ffn_res.collect(prefix, {"final_layer_norm", "ffn"}, out);
   }
+  /// The buffers only backward uses become those of `other` (the stack shares layer l % 2's with layer
+  /// l; nn/layer.hpp BackwardBuffer says why that is safe); the residuals' too where the policy
+  /// provides share_backward_buffers.
+  void share_backward_buffers(EncoderLayer& other) {
+    self_attn.share_backward_buffers(other.self_attn);
+    ffn.share_backward_buffers(other.ffn);
+    if constexpr (requires(Residual& r) { r.share_backward_buffers(r); }) {
+      attn_res.share_backward_buffers(other.attn_res);
+      ffn_res.share_backward_buffers(other.ffn_res);
+    }
+  }
   /// f(residual, sublayer module, index within the layer) for each sublayer in order.
   template <class F>
   void for_each_residual(F&& f) {

@@ -49,6 +49,9 @@ class StackBase {
       : final(c.d_model), embed_(&embed), drop_(c.dropout, prefix + ".dropout_input"), prefix_(std::move(prefix)) {
     layers.reserve(static_cast<std::size_t>(n_layers));
     for (int l = 0; l < n_layers; ++l) layers.emplace_back(c, layer_name(static_cast<std::size_t>(l)));
+    // Two sets of backward buffers for the whole stack, used alternately (BackwardBuffer says why).
+    if (c.share_backward_buffers)
+      for (std::size_t l = 2; l < layers.size(); ++l) layers[l].share_backward_buffers(layers[l % 2]);
   }
 
   /// ids, positions [N, T] -> the embedded, dropped-out input [N, T, d]; `what` names the sequence in

@@ -10,6 +10,7 @@
 #include <lnformer/ops/softmax.hpp>
 
 #include <cmath>
+#include <utility>
 
 namespace lnformer {
 
@@ -114,6 +115,21 @@ class MultiHeadAttention {
     v_proj.collect(detail::join_name(prefix, "v_proj"), out);
     out_proj.collect(detail::join_name(prefix, "out_proj"), out);
   }
+  /// Backward's buffers, memory_grad()'s included: that is valid until the next backward of a layer
+  /// that shares them.
+  void share_backward_buffers(MultiHeadAttention& other) {
+    for (auto [mine, theirs] : {std::pair{&q_proj, &other.q_proj}, std::pair{&k_proj, &other.k_proj},
+                                std::pair{&v_proj, &other.v_proj}, std::pair{&out_proj, &other.out_proj}})
+      mine->share_backward_buffers(*theirs);
+    drop_.share_backward_buffers(other.drop_);
+    qkv_.share_backward_buffers(other.qkv_);
+    dpd_buf_.share(other.dpd_buf_);
+    dscores_buf_.share(other.dscores_buf_);
+    dqh_buf_.share(other.dqh_buf_);
+    dheads_buf_.share(other.dheads_buf_);
+    dstacked_buf_.share(other.dstacked_buf_);
+    dq_buf_.share(other.dq_buf_);
+  }
 
  private:
   std::int64_t d_ = 0, heads_ = 1;
@@ -123,8 +139,8 @@ class MultiHeadAttention {
   CView<B> qh_, kt_, vh_, pd_, dmem_;
   View<B> probs_;
   StackedLinear<B> qkv_;  // q, k, v (self) or k, v (cross)
-  Tensor<B> probs_buf_, ctxh_buf_, merged_buf_, dpd_buf_, dscores_buf_, dqh_buf_, dheads_buf_, dstacked_buf_,
-      dq_buf_;
+  Tensor<B> probs_buf_, ctxh_buf_, merged_buf_;
+  detail::BackwardBuffer<B> dpd_buf_, dscores_buf_, dqh_buf_, dheads_buf_, dstacked_buf_, dq_buf_;
 
   /// [N, H, T, dh] view of the heads in columns [offset, offset + d) of x [N, T, width].
   CView<B> heads(CView<B> x, std::int64_t offset, std::int64_t t) const {

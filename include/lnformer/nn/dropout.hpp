@@ -48,6 +48,7 @@ class Dropout {
     return dx;
   }
   [[nodiscard]] float p() const { return p_; }
+  void share_backward_buffers(Dropout& other) { dx_buf_.share(other.dx_buf_); }
 
  private:
   float p_ = 0.f;
@@ -55,7 +56,8 @@ class Dropout {
   bool active_ = false;
   Shape shape_{};  // of the last forward's input: backward's dy must match it
   RngKey key_{};
-  Tensor<B> y_buf_, dx_buf_;
+  Tensor<B> y_buf_;
+  detail::BackwardBuffer<B> dx_buf_;
 };
 
 }  // namespace lnformer

@@ -44,12 +44,19 @@ class FeedForward {
     fc1.collect(detail::join_name(prefix, "fc1"), out);
     fc2.collect(detail::join_name(prefix, "fc2"), out);
   }
+  void share_backward_buffers(FeedForward& other) {
+    fc1.share_backward_buffers(other.fc1);
+    fc2.share_backward_buffers(other.fc2);
+    drop_.share_backward_buffers(other.drop_);
+    dh_buf_.share(other.dh_buf_);
+  }
 
  private:
   ops::Activation act_ = ops::Activation::relu;
   Dropout<B> drop_;
   CView<B> saved_;
-  Tensor<B> a_buf_, dh_buf_;
+  Tensor<B> a_buf_;
+  detail::BackwardBuffer<B> dh_buf_;
 };
 
 }  // namespace lnformer

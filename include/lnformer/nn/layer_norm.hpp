@@ -39,12 +39,14 @@ class LayerNorm {
     out.push_back({detail::join_name(prefix, "bias"), &bias});
   }
   [[nodiscard]] float eps() const { return eps_; }
+  void share_backward_buffers(LayerNorm& other) { dx_buf_.share(other.dx_buf_); }
 
  private:
   float eps_ = 1e-5f;
   CView<B> x_;
   View<B> y_;
-  Tensor<B> y_buf_, dx_buf_, mean_, rstd_;
+  Tensor<B> y_buf_, mean_, rstd_;
+  detail::BackwardBuffer<B> dx_buf_;
 };
 
 /// What a policy without a final LayerNorm puts after the stack: nothing.

@@ -52,12 +52,14 @@ class Linear {
     out.push_back({detail::join_name(prefix, "weight"), &weight});
     if (bias.value.numel() != 0) out.push_back({detail::join_name(prefix, "bias"), &bias});
   }
+  void share_backward_buffers(Linear& other) { dx_buf_.share(other.dx_buf_); }
 
  private:
   std::int64_t in_ = 0, out_ = 0;
   CView<B> x_;
   View<B> y_;
-  Tensor<B> y_buf_, dx_buf_;
+  Tensor<B> y_buf_;
+  detail::BackwardBuffer<B> dx_buf_;
 };
 
 /// Linear layers that read the same input, run as one: y = x [W_1; ...; W_k]^T + [b_1; ...; b_k], the
@@ -126,13 +128,19 @@ class StackedLinear {
     }
     return dx;
   }
+  void share_backward_buffers(StackedLinear& other) {
+    dx_.share(other.dx_);
+    dw_.share(other.dw_);
+    db_.share(other.db_);
+  }
 
  private:
   std::array<Linear<B>*, kMaxLayers> layers_{};
   int count_ = 0;
   bool biased_ = false;
   CView<B> x_;
-  Tensor<B> w_, b_, y_, dx_, dw_, db_;
+  Tensor<B> w_, b_, y_;
+  detail::BackwardBuffer<B> dx_, dw_, db_;
 };
 
 }  // namespace lnformer

@@ -92,10 +92,16 @@ struct AdminLN {
       ln.collect(join_name(prefix, names.layer_norm), out);
       if (w_trainable) out.push_back({join_name(prefix, std::string(names.sublayer) + "_admin_w"), &w});
     }
+    void share_backward_buffers(Residual& other) {
+      ln.share_backward_buffers(other.ln);
+      branch.share_backward_buffers(other.branch);
+      dx_.share(other.dx_);
+    }
 
    private:
     CView<B> x_;
-    Tensor<B> sum_, dx_;
+    Tensor<B> sum_;
+    BackwardBuffer<B> dx_;
   };
 
   template <class B>

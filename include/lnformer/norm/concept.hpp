@@ -13,6 +13,9 @@
 //       void collect(std::string const& layer_prefix, ResidualNames names, ParameterList<B>& out);
 //       // only when additive_residual is false: the branch output a that forward combines with x
 //       template <class F> CView<B> branch_output(CView<B> x, F& f, ForwardContext const& ctx);
+//       // optional: the buffers only backward uses (BackwardBuffer members, and those of its LayerNorms
+//       // and Branch) become other's; the layers of a stack then keep two sets instead of one each
+//       void share_backward_buffers(Residual& other);
 //     };
 //     template <class B> using Final = LayerNorm<B> or Identity<B>;  // after the stack
 //
@@ -23,6 +26,8 @@
 //   };
 //
 // A sublayer F has `CView<B> forward(CView<B> x, ForwardContext const&)` and `CView<B> backward(CView<B>)`.
+// backward returns dx in a buffer the residual (or f) owns, never dy itself: with shared backward
+// buffers, dy lives in the buffers the layer below writes.
 // `Model` in the hooks is any model of the library (Seq2Seq, LanguageModel): it has
 // `for_each_residual(visitor(residual, sublayer, StackKind, index))`, `config()` and `forward(batch, ctx)`.
 //
@@ -32,7 +37,8 @@
 // reads additive_residual and branch_output (analysis/dependency.hpp).
 //
 // The toolkit a policy author uses is public: Branch<B> (norm/residual_branch.hpp), ensure (a
-// reusable buffer of a given shape), join_name (parameter names), ResidualNames, StackKind.
+// reusable buffer of a given shape), BackwardBuffer (a buffer backward alone uses, which the layers of
+// a stack can share), join_name (parameter names), ResidualNames, StackKind.
 
 #include <lnformer/core/rng.hpp>
 #include <lnformer/nn/layer_norm.hpp>
@@ -53,6 +59,7 @@ struct ResidualNames {
 /// `ensure(buf, shape)`: a view of `buf` with that shape, reallocating only when the element count
 /// changes (a policy's per-step buffers). `join_name(prefix, name)`: "prefix.name" ("name" if no prefix).
 using detail::ensure;
+using detail::BackwardBuffer;
 using detail::join_name;
 
 namespace detail {

@@ -37,6 +37,11 @@ struct PeriLN {
       ln_in.collect(join_name(prefix, names.layer_norm), out);
       ln_out.collect(join_name(prefix, std::string(names.sublayer) + "_out_layer_norm"), out);
     }
+    void share_backward_buffers(Residual& other) {
+      ln_in.share_backward_buffers(other.ln_in);
+      ln_out.share_backward_buffers(other.ln_out);
+      branch.share_backward_buffers(other.branch);
+    }
 
    private:
     /// The sublayer followed by the output norm, which Branch sees as one sublayer.

@@ -38,9 +38,14 @@ struct PostLN {
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
       ln.collect(join_name(prefix, names.layer_norm), out);
     }
+    void share_backward_buffers(Residual& other) {
+      ln.share_backward_buffers(other.ln);
+      branch.share_backward_buffers(other.branch);
+      dx_.share(other.dx_);
+    }
 
    private:
-    Tensor<B> dx_;
+    BackwardBuffer<B> dx_;
   };
 
   template <class B>

@@ -31,6 +31,10 @@ struct PreLN {
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
       ln.collect(join_name(prefix, names.layer_norm), out);
     }
+    void share_backward_buffers(Residual& other) {
+      ln.share_backward_buffers(other.ln);
+      branch.share_backward_buffers(other.branch);
+    }
   };
 
   template <class B>

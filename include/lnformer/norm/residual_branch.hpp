@@ -28,6 +28,7 @@ struct Branch {
   CView<B> backward(CView<B> dy, F& f) {
     return f.backward(drop.backward(dy));
   }
+  void share_backward_buffers(Branch& other) { drop.share_backward_buffers(other.drop); }
 };
 
 }  // namespace lnformer

@@ -38,10 +38,16 @@ struct ReZero {
     void collect(std::string const& prefix, ResidualNames names, ParameterList<B>& out) {
       out.push_back({join_name(prefix, std::string(names.sublayer) + "_resweight"), &r});
     }
+    void share_backward_buffers(Residual& other) {
+      branch.share_backward_buffers(other.branch);
+      dh_.share(other.dh_);
+      dx_.share(other.dx_);
+    }
 
    private:
     CView<B> h_;
-    Tensor<B> y_, dh_, dx_;
+    Tensor<B> y_;
+    BackwardBuffer<B> dh_, dx_;
   };
 
   template <class B>
