@@ -5,7 +5,7 @@
 #   2. build/       Release, everything (tests, benchmarks, examples; CUDA code if nvcc is there)
 #   3. ctest in build/                                 (unit tests + consumer_install/_subdirectory);
 #      then the tests labelled cpu_paths (+ parity) again with ONEDNN_MAX_CPU_ISA=AVX2 (on AVX-512
-#      machines) and with LNF_SCALAR_PHILOX=1 (on AVX2 machines): paths the CPU would not take itself
+#      machines) and with LNF_SCALAR_PHILOX=1 LNF_SCALAR_BF16=1 (on AVX2 machines): paths the CPU would not take itself
 #   4. build-asan/  Debug -O1 with LNF_SANITIZE=address,undefined, tests only
 #   5. ctest in build-asan/
 #   6. build-fuzz/  clang + libFuzzer + ASan/UBSan: fuzz for 60 s in all, split between the safetensors
@@ -103,7 +103,9 @@ if stage "configure build/" cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Rele
   stage "ctest build/" ctest --test-dir build --output-on-failure -j "$ctest_jobs" "${ctest_filter[@]}"
   # The same CPU-path-dependent tests (label cpu_paths, and the PyTorch parity of whole models) again
   # on the paths this CPU would not take by itself: oneDNN limited to AVX2 (its AVX-512 brgemm and bf16
-  # kernels never run on AVX2-only CI machines), and the portable Philox path of dropout.
+  # kernels never run on AVX2-only CI machines), and the portable loops of the library's own
+  # run-time dispatch: dropout's Philox and the bf16 operand conversion (which the native run takes
+  # with AVX2 and AVX-512 where the CPU has them).
   if grep -qw avx512f /proc/cpuinfo; then
     stage "ctest build/ AVX2" env ONEDNN_MAX_CPU_ISA=AVX2 \
       ctest --test-dir build --output-on-failure -j "$ctest_jobs" -L 'cpu_paths|parity' "${ctest_filter[@]}"
@@ -111,7 +113,7 @@ if stage "configure build/" cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Rele
     skip "ctest build/ AVX2" "no AVX-512 here: the native run above was the AVX2 path; oneDNN's AVX-512 paths (brgemm matmul, native bf16 GEMMs) were not run on this machine"
   fi
   if grep -qw avx2 /proc/cpuinfo; then
-    stage "ctest build/ scalar Philox" env LNF_SCALAR_PHILOX=1 \
+    stage "ctest build/ scalar Philox" env LNF_SCALAR_PHILOX=1 LNF_SCALAR_BF16=1 \
       ctest --test-dir build --output-on-failure -j "$ctest_jobs" -L cpu_paths "${ctest_filter[@]}"
   else
     skip "ctest build/ scalar Philox" "no AVX2 here: the native run above was the portable Philox path"

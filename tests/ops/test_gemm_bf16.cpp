@@ -98,6 +98,30 @@ TEST_CASE("bf16: rounding to the nearest bfloat16, ties to even") {
   CHECK(std::isnan(round_to_bf16(std::bit_cast<float>(0x7f800001u))));  // a NaN whose top bits look like inf
 }
 
+TEST_CASE("bf16: rows convert bit for bit as to_bf16_bits, on the path this CPU takes") {
+  // Every sign/exponent pattern with edge mantissas (ties, just above and below, NaN payloads,
+  // denormals, zero, infinities, the largest finite values), then random bits; lengths that leave
+  // every tail of a 16-wide vector.
+  std::vector<std::uint32_t> bits;
+  for (std::uint32_t top = 0; top < 512; ++top)
+    for (std::uint32_t low : {0x0u, 0x1u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu, 0x18000u, 0x17fffu, 0x7fffffu, 0x400000u})
+      bits.push_back(top << 23 | low);
+  Rng rng(3);
+  for (int i = 0; i < 4096; ++i) bits.push_back(rng.next_u32());
+  std::vector<float> in(bits.size());
+  std::transform(bits.begin(), bits.end(), in.begin(), [](std::uint32_t u) { return std::bit_cast<float>(u); });
+  for (std::size_t n : {in.size(), std::size_t{1}, std::size_t{15}, std::size_t{16}, std::size_t{17}, std::size_t{33}}) {
+    std::vector<std::uint16_t> out(n, 0xdead);
+    cpu::to_bf16_row(out.data(), in.data(), static_cast<std::int64_t>(n));
+    std::size_t wrong = 0, first = n;
+    for (std::size_t j = 0; j < n; ++j)
+      if (out[j] != to_bf16_bits(in[j])) first = std::min(first, j), ++wrong;
+    INFO(fmt::format("n {}, AVX-512 path {}: first mismatch at {} (input bits {:#010x})", n,
+                     cpu::detail::bf16_rows_use_avx512(), first, first < n ? bits[first] : 0u));
+    CHECK(wrong == 0);
+  }
+}
+
 TEST_CASE("bf16: the GEMM math setting, its parser and its scope guard") {
   CHECK(cpu::gemm_math() == GemmMath::f32);
   CHECK(cpu::parse_gemm_math("bf16") == GemmMath::bf16);

@@ -34,6 +34,11 @@ inline std::int64_t span_of(Shape const& shape, Dims const& s) {
   return last + 1;
 }
 
+/// copy_view's f for bf16 operands: to_bf16_bits, with contiguous rows converted by to_bf16_row.
+struct ToBf16 {
+  std::uint16_t operator()(float x) const { return to_bf16_bits(x); }
+};
+
 /// dst[offset under dst_strides] = f(v[i]) (or f(v[i], dst[...]) where f takes two) for every index i
 /// of the rank <= 4 view v, walking v's memory in order (the dim of smallest stride innermost) so a transposed operand streams too.
 /// Elements of dst that no index reaches are left as they were (the primitive never reads them).
@@ -58,7 +63,13 @@ void copy_view(Out* dst, CView<Cpu> v, Dims const& dst_strides, F f) {
     float const* in = src + i0 * d[0].src + i1 * d[1].src + i2 * d[2].src;
     Out* out = dst + i0 * d[0].dst + i1 * d[1].dst + i2 * d[2].dst;
     std::int64_t const si = d[3].src, so = d[3].dst;
-    if constexpr (std::is_invocable_v<F, float, Out>) {  // f(value, what dst held)
+    if constexpr (std::is_same_v<F, ToBf16>) {
+      if (si == 1 && so == 1) {
+        to_bf16_row(out, in, cols);
+      } else {
+        for (std::int64_t j = 0; j < cols; ++j) out[j * so] = to_bf16_bits(in[j * si]);
+      }
+    } else if constexpr (std::is_invocable_v<F, float, Out>) {  // f(value, what dst held)
       for (std::int64_t j = 0; j < cols; ++j) out[j * so] = f(in[j * si], out[j * so]);
     } else if (si == 1 && so == 1) {
 #pragma omp simd
@@ -175,7 +186,7 @@ inline void run(View<Cpu> c, CView<Cpu> a, CView<Cpu> b, CView<Cpu> bias, float 
     auto const n = static_cast<std::size_t>(span_of(v.shape(), s));
     if (feed == Feed::bf16) {
       auto* dst = static_cast<std::uint16_t*>(ctx.workspace(slot, n * sizeof(std::uint16_t)));
-      copy_view(dst, v, s, [](float x) { return to_bf16_bits(x); });
+      copy_view(dst, v, s, ToBf16{});
       return dst;
     }
     auto* dst = static_cast<float*>(ctx.workspace(slot, n * sizeof(float)));
