@@ -63,7 +63,6 @@ class BackwardBuffer {
 
   /// From now on the tensor of `other` (this one's own is released).
   void share(BackwardBuffer const& other) { t_ = other.t_; }
-  [[nodiscard]] bool shares_with(BackwardBuffer const& other) const { return t_ == other.t_; }
   [[nodiscard]] Tensor<B, T>& tensor() { return *t_; }
 
  private:

@@ -63,17 +63,15 @@ void copy_view(Out* dst, CView<Cpu> v, Dims const& dst_strides, F f) {
     float const* in = src + i0 * d[0].src + i1 * d[1].src + i2 * d[2].src;
     Out* out = dst + i0 * d[0].dst + i1 * d[1].dst + i2 * d[2].dst;
     std::int64_t const si = d[3].src, so = d[3].dst;
-    if constexpr (std::is_same_v<F, ToBf16>) {
-      if (si == 1 && so == 1) {
-        to_bf16_row(out, in, cols);
-      } else {
-        for (std::int64_t j = 0; j < cols; ++j) out[j * so] = to_bf16_bits(in[j * si]);
-      }
-    } else if constexpr (std::is_invocable_v<F, float, Out>) {  // f(value, what dst held)
+    if constexpr (std::is_invocable_v<F, float, Out>) {  // f(value, what dst held)
       for (std::int64_t j = 0; j < cols; ++j) out[j * so] = f(in[j * si], out[j * so]);
     } else if (si == 1 && so == 1) {
+      if constexpr (std::is_same_v<F, ToBf16>) {
+        to_bf16_row(out, in, cols);  // AVX-512 where the CPU has it
+      } else {
 #pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j) out[j] = f(in[j]);
+        for (std::int64_t j = 0; j < cols; ++j) out[j] = f(in[j]);
+      }
     } else {
       for (std::int64_t j = 0; j < cols; ++j) out[j * so] = f(in[j * si]);
     }
